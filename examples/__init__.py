@@ -1,0 +1,1 @@
+"""Example objectives that sweeps can name as ``examples.<module>:<function>``."""

@@ -1,0 +1,65 @@
+"""hpo: self-hosted, distributed hyperparameter optimization.
+
+Python API::
+
+    import hpo
+    result = hpo.run_sweep("search_spaces/examples/quadratic.yaml", trials=30)
+    print(result.best_value, result.best_params)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from hpo.errors import (
+    BackendError,
+    ConfigError,
+    HpoError,
+    StorageError,
+    StudyNotFound,
+    TrainerError,
+    TrialPruned,
+)
+from hpo.trial import TrialContext
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from hpo.config import SweepConfig
+    from hpo.sweep import SweepResult
+
+
+def load_config(path: Any) -> SweepConfig:
+    """Load and validate a sweep YAML file (W&B sweep files work as they are)."""
+    from hpo.config import load_config as _load
+
+    return _load(path)
+
+
+def run_sweep(config_or_path: Any, objective: Any = None, **overrides: Any) -> SweepResult:
+    """Run or resume a sweep; see :func:`hpo.sweep.run_sweep`."""
+    from hpo.sweep import run_sweep as _run
+
+    return _run(config_or_path, objective, **overrides)
+
+
+def report(name: str, storage: str | None = None, path: Any = None) -> Any:
+    """Write the sweep's self-contained HTML report; returns its path."""
+    from hpo.report import build_report
+
+    return build_report(name, storage=storage, path=path)
+
+
+__all__ = [
+    "BackendError",
+    "ConfigError",
+    "HpoError",
+    "StorageError",
+    "StudyNotFound",
+    "TrainerError",
+    "TrialContext",
+    "TrialPruned",
+    "load_config",
+    "report",
+    "run_sweep",
+]

@@ -1,0 +1,43 @@
+"""The Backend interface: submit jobs up to a concurrency limit, poll for finished ones."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from hpo.execute import TrialJob, TrialOutcome
+
+
+@dataclass(frozen=True)
+class JobDone:
+    """A job that left the backend: with its outcome, or lost (the worker died) with a reason."""
+
+    job: TrialJob
+    outcome: TrialOutcome | None
+    lost: str | None = None
+
+
+class Backend(ABC):
+    """Places trials. Search and pruning are not its business (the study decides those)."""
+
+    name: str = "backend"
+    capacity: int = 1
+
+    @abstractmethod
+    def submit(self, job: TrialJob) -> None:
+        """Start ``job``; only called while ``len(self.in_flight()) < self.capacity``."""
+
+    @abstractmethod
+    def poll(self, timeout: float) -> list[JobDone]:
+        """Wait up to ``timeout`` seconds; return the jobs that finished or were lost."""
+
+    @abstractmethod
+    def in_flight(self) -> list[TrialJob]:
+        """Jobs submitted and not yet returned by ``poll``."""
+
+    @abstractmethod
+    def stop(self) -> list[TrialJob]:
+        """Stop every worker now; return the jobs that were still running."""
+
+    def free_slots(self) -> int:
+        return self.capacity - len(self.in_flight())

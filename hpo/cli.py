@@ -1,0 +1,189 @@
+"""The ``hpo`` command. Users script against these commands: keep them stable."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from hpo.errors import HpoError
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    help="Self-hosted hyperparameter optimization: sweeps, agents, reports.",
+)
+out = Console()
+err = Console(stderr=True)
+
+StorageOpt = Annotated[
+    str | None,
+    typer.Option("--storage", help="Database URL (default $HPO_STORAGE or sqlite:///hpo.db)."),
+]
+
+
+class Fmt(StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+@app.command()
+def sweep(
+    sweep_file: Annotated[Path, typer.Argument(help="Sweep YAML (W&B sweep files work).")],
+    storage: StorageOpt = None,
+    backend: Annotated[str | None, typer.Option(help="local | ray | agents")] = None,
+    ray_address: Annotated[str | None, typer.Option("--ray-address", envvar="RAY_ADDRESS",
+                                                       help="Join this Ray cluster.")] = None,
+    trials: Annotated[int | None, typer.Option(help="Trial budget.")] = None,
+    parallel: Annotated[int | None, typer.Option(help="Concurrent trials.")] = None,
+    name: Annotated[str | None, typer.Option(help="Sweep name (default: file stem).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Sampler seed.")] = None,
+    minutes: Annotated[float | None, typer.Option(help="Time budget in minutes.")] = None,
+    no_report: Annotated[bool, typer.Option("--no-report", help="Skip the HTML report.")] = False,
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Report path.")] = None,
+) -> None:
+    """Run (or resume) a sweep."""
+    from hpo.sweep import run_sweep
+
+    result = run_sweep(
+        sweep_file, progress=True, report=False if no_report else (output or True),
+        ray_address=ray_address, storage=storage, backend=backend, trials=trials,
+        parallel=parallel, name=name, seed=seed, minutes=minutes,
+    )
+    counts = ", ".join(f"{v} {k}" for k, v in result.counts.items() if v)
+    out.print(f"sweep [bold]{result.name}[/] ({result.storage}): {counts or 'no trials'} "
+              f"in {result.wall_time_s:.1f}s")
+    if result.best_value is not None:
+        out.print(f"best trial #{result.best_number}: {result.best_value:.6g} "
+                  f"{json.dumps(result.best_params)}")
+    if result.report_path:
+        out.print(f"report: {result.report_path}")
+    if result.interrupted:
+        err.print("interrupted: finished trials are kept; run the same command to resume.")
+        raise typer.Exit(130)
+
+
+@app.command()
+def status(storage: StorageOpt = None) -> None:
+    """List sweeps with trial counts by state."""
+    from hpo.tracking import TrackingStore
+
+    store = TrackingStore(storage)
+    table = Table("sweep", "status", "method", "objective", "complete", "pruned", "failed",
+                  "running", "interrupted", "best")
+    for s in store.list_sweeps():
+        c = store.counts(s.name)
+        best = store.best(s.name)
+        table.add_row(s.name, s.status, s.method, f"{s.objective} ({s.goal})",
+                      *(str(c.get(k, 0)) for k in ("complete", "pruned", "failed", "running",
+                                                  "interrupted")),
+                      "-" if best is None else f"{best.value:.6g}")
+    out.print(table)
+
+
+@app.command()
+def best(
+    name: str,
+    storage: StorageOpt = None,
+    format: Annotated[str, typer.Option("--format", help="text | json")] = "text",
+) -> None:
+    """Print the best trial of a sweep: value and params."""
+    from hpo.tracking import TrackingStore
+
+    store = TrackingStore(storage)
+    sweep_rec = store.get_sweep(name)
+    rec = store.best(name)
+    if rec is None:
+        raise HpoError(f"Sweep {name!r} has no complete trial yet.")
+    if format == "json":
+        print(json.dumps(rec.to_json()))
+        return
+    out.print(f"best trial #{rec.number} of {name}: {sweep_rec.objective} = {rec.value:.6g} "
+              f"({sweep_rec.goal})")
+    print(json.dumps(rec.params, indent=2))
+
+
+@app.command()
+def trials(
+    name: str,
+    storage: StorageOpt = None,
+    format: Annotated[Fmt, typer.Option("--format")] = Fmt.table,
+    state: Annotated[list[str] | None, typer.Option(help="Only these states.")] = None,
+) -> None:
+    """List a sweep's trials (table, csv or json)."""
+    from hpo.tracking import TrackingStore
+
+    store = TrackingStore(storage)
+    store.get_sweep(name)
+    rows = [r.to_json() for r in store.trials(name, states=state)]
+    if format is Fmt.json:
+        print(json.dumps(rows))
+        return
+    keys = ["number", "state", "value", "steps", "duration_s", "worker", "params"]
+    if format is Fmt.csv:
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(keys + ["started", "ended", "error"])
+        for r in rows:
+            writer.writerow([json.dumps(r[k]) if k == "params" else r.get(k) for k in keys]
+                            + [r.get("started"), r.get("ended"), (r.get("error") or "")[:200]])
+        sys.stdout.write(buf.getvalue())
+        return
+    table = Table(*keys)
+    for r in rows:
+        table.add_row(*("" if r.get(k) is None else
+                        (json.dumps(r[k]) if k == "params" else
+                         f"{r[k]:.4g}" if isinstance(r[k], float) else str(r[k])) for k in keys))
+    out.print(table)
+
+
+@app.command()
+def report(
+    name: str,
+    storage: StorageOpt = None,
+    output: Annotated[Path | None, typer.Option("-o", "--output")] = None,
+) -> None:
+    """Write the sweep's self-contained HTML report."""
+    from hpo.report import build_report
+
+    path = build_report(name, storage=storage, path=output)
+    out.print(f"report: {path}")
+
+
+def main() -> None:
+    """Entry point: user errors print one clear line, never a traceback."""
+    try:
+        rc = app(standalone_mode=False)  # returns typer.Exit's code in this mode
+        if isinstance(rc, int) and rc:
+            sys.exit(rc)
+    except HpoError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except SystemExit:
+        raise
+    except Exception as exc:  # click usage errors arrive here in standalone_mode=False
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        raise
+
+
+if __name__ == "__main__":
+    main()

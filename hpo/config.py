@@ -1,0 +1,611 @@
+"""Sweep files -> a validated :class:`SweepConfig` (pydantic v2).
+
+A sweep file is a Weights & Biases sweep file, accepted unchanged, plus hpo's own keys
+(``trainer``, ``trainer_args``, ``resources``, ``parallel``, ``backend``, ``storage``, ``seed``,
+``budget``, ``max_retries``; methods ``tpe|gp|cmaes|qmc``; early_terminate types
+``asha|median|none``). W&B semantics followed here (from W&B's sweep docs and the
+``wandb/sweeps`` JSON schema):
+
+* A parameter's distribution is inferred when absent: ``values`` -> categorical, ``value`` ->
+  constant, integer ``min``/``max`` -> int_uniform, other ``min``/``max`` -> uniform, and (an
+  hpo convenience) ``mu``/``sigma`` -> normal. ``q`` defaults to 1, ``mu`` 0, ``sigma`` 1, beta's
+  ``a`` and ``b`` 1. ``distribution: categorical_w_probabilities`` is read as categorical.
+* ``early_terminate: {type: hyperband}`` needs ``min_iter`` or ``max_iter`` + ``s``; ``eta``
+  defaults to 3 and must be > 1; ``strict`` defaults to true, as in W&B's current schema.
+* ``entity``, ``project``, ``controller``, ``description`` (and ``metric.impute*``) are read and
+  ignored with a warning; ``name`` names the sweep.
+
+PyYAML reads ``1e-5`` (no dot) as a string, so numeric strings are numbers wherever a number is
+expected, and scientific-notation strings are numbers inside ``value``/``values``/
+``trainer_args``. Every mistake becomes ONE :class:`~hpo.errors.ConfigError` naming the file,
+the line, the key path, what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import os
+import re
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
+
+from hpo.errors import ConfigError
+
+Number = int | float
+
+# distribution -> (required keys, optional keys); the W&B table plus beta/q_beta.
+_BOUNDS = (frozenset({"min", "max"}), frozenset())
+_QBOUNDS = (frozenset({"min", "max"}), frozenset({"q"}))
+DISTRIBUTIONS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    "constant": (frozenset({"value"}), frozenset()),
+    "categorical": (frozenset({"values"}), frozenset({"probabilities"})),
+    "int_uniform": _BOUNDS,
+    "uniform": _BOUNDS,
+    "q_uniform": _QBOUNDS,
+    "log_uniform": _BOUNDS,
+    "log_uniform_values": _BOUNDS,
+    "q_log_uniform": _QBOUNDS,
+    "q_log_uniform_values": _QBOUNDS,
+    "inv_log_uniform": _BOUNDS,
+    "inv_log_uniform_values": _BOUNDS,
+    "normal": (frozenset(), frozenset({"mu", "sigma"})),
+    "q_normal": (frozenset(), frozenset({"mu", "sigma", "q"})),
+    "log_normal": (frozenset(), frozenset({"mu", "sigma"})),
+    "q_log_normal": (frozenset(), frozenset({"mu", "sigma", "q"})),
+    "beta": (frozenset(), frozenset({"a", "b"})),
+    "q_beta": (frozenset(), frozenset({"a", "b", "q"})),
+}
+GRID_FINITE = frozenset({"constant", "categorical", "int_uniform", "q_uniform"})
+_DEFAULTS: dict[str, Number] = {"q": 1, "mu": 0, "sigma": 1, "a": 1, "b": 1}
+_NUMERIC = ("min", "max", "mu", "sigma", "q", "a", "b")
+_PARAM_KEYS = ("distribution", "value", "values", "probabilities", *_NUMERIC, "parameters")
+_WANDB_IGNORED = ("entity", "project", "controller", "description")
+_METRIC_IGNORED = ("impute", "impute_while_running")
+_SCI = re.compile(r"^[-+]?(\d+(\.\d*)?|\.\d+)[eE][-+]?\d+$")
+_ET_KEYS: dict[str, frozenset[str]] = {
+    "hyperband": frozenset({"min_iter", "max_iter", "s", "eta", "strict"}),
+    "asha": frozenset(
+        {"min_resource", "min_iter", "reduction_factor", "eta", "min_early_stopping_rate", "strict"}
+    ),
+    "median": frozenset({"n_startup_trials", "n_warmup_steps", "interval_steps"}),
+    "none": frozenset(),
+}
+
+
+def _fail(
+    path: str | tuple[Any, ...], expected: str, found: Any, hint: str = ""
+) -> PydanticCustomError:
+    """An error pydantic carries through with a sub-path (relative to the failing model)."""
+    path = (path,) if isinstance(path, str) else path
+    return PydanticCustomError(
+        "hpo", "expected {expected}, found {found}{hint}",
+        {"expected": expected, "found": _show(found), "hint": hint, "path": path},
+    )
+
+
+class _Text(str):
+    """A 'found' description shown as is (not repr'd)."""
+
+
+def _show(value: Any, limit: int = 80) -> str:
+    text = str(value) if isinstance(value, _Text) else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _hint(key: Any, valid: Any) -> str:
+    close = difflib.get_close_matches(str(key), [str(v) for v in valid], n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def fix_sci(value: Any) -> Any:
+    """Turn scientific-notation strings (``"1e-5"``, which PyYAML leaves as str) into floats."""
+    if isinstance(value, str) and _SCI.match(value.strip()):
+        return float(value)
+    if isinstance(value, list):
+        return [fix_sci(v) for v in value]
+    if isinstance(value, dict):
+        return {k: fix_sci(v) for k, v in value.items()}
+    return value
+
+
+def _number(key: str, value: Any) -> Number:
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = int(text)
+        except ValueError:
+            try:
+                value = float(text)
+            except ValueError:
+                raise _fail(key, "a number", value) from None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise _fail(key, "a finite number", value)
+    return value
+
+
+def _integral(key: str, value: Number) -> int:
+    if isinstance(value, float) and not value.is_integer():
+        raise _fail(key, "an integer", value)
+    return int(value)
+
+
+def _json_ok(key: str, value: Any) -> None:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        raise _fail(key, "a JSON-compatible value (number, string, bool, null, list, mapping)",
+                    value) from None
+
+
+class ParamSpec(BaseModel):
+    """One entry of ``parameters:`` (W&B schema). ``distribution`` is always resolved."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    value: Any = None
+    values: list[Any] | None = None
+    probabilities: list[float] | None = None
+    distribution: str | None = None
+    min: Number | None = None
+    max: Number | None = None
+    mu: Number | None = None
+    sigma: Number | None = None
+    q: Number | None = None
+    a: Number | None = None
+    b: Number | None = None
+    parameters: dict[str, ParamSpec] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve(cls, data: Any) -> Any:
+        if isinstance(data, ParamSpec):
+            return data
+        if not isinstance(data, Mapping):
+            raise _fail((), "a mapping with value, values, distribution, min/max or parameters",
+                        data)
+        for key in data:
+            if key not in _PARAM_KEYS:
+                raise _fail(key, f"one of {', '.join(_PARAM_KEYS)}", _Text(f"unknown key {key!r}"),
+                            _hint(key, _PARAM_KEYS))
+        return _resolve_param(dict(data))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The W&B form of this parameter: its distribution and the keys it uses."""
+        if self.parameters is not None:
+            return {"parameters": {k: v.to_dict() for k, v in self.parameters.items()}}
+        assert self.distribution is not None
+        required, optional = DISTRIBUTIONS[self.distribution]
+        out: dict[str, Any] = {"distribution": self.distribution}
+        for key in _PARAM_KEYS[1:-1]:
+            if key in required or (key in optional and getattr(self, key) is not None):
+                out[key] = getattr(self, key)
+        return out
+
+
+def _resolve_param(d: dict[str, Any]) -> dict[str, Any]:
+    """Infer the distribution, convert numbers, check keys and ranges, fill W&B defaults."""
+    given = set(d)
+    dist = d.get("distribution")
+    if "parameters" in d:
+        extra = given - {"parameters", "distribution"}
+        if extra or dist not in (None, "nested"):
+            bad = sorted(extra)[0] if extra else "distribution"
+            raise _fail(bad, "only `parameters:` in a nested parameter", d[bad])
+        sub = d["parameters"]
+        if not isinstance(sub, Mapping) or not sub:
+            raise _fail("parameters", "a non-empty mapping of parameters", sub)
+        return {"parameters": sub, "distribution": "nested"}
+    for key in _NUMERIC:
+        if key in d:
+            d[key] = _number(key, d[key])
+    if dist is None:
+        if "values" in given:
+            dist = "categorical"
+        elif "value" in given:
+            dist = "constant"
+        elif {"min", "max"} <= given:
+            ints = all(isinstance(d[k], int) for k in ("min", "max"))
+            dist = "int_uniform" if ints else "uniform"
+        elif given & {"mu", "sigma"} and not given & {"min", "max"}:
+            dist = "normal"
+        else:
+            raise _fail("distribution", "`values`, `value`, `min` and `max`, or a `distribution`",
+                        _Text(f"only {', '.join(sorted(given)) or 'nothing'}"))
+    elif dist == "categorical_w_probabilities":
+        dist = "categorical"
+    elif not isinstance(dist, str) or dist not in DISTRIBUTIONS:
+        raise _fail("distribution", "one of " + ", ".join(DISTRIBUTIONS), dist,
+                    _hint(dist, DISTRIBUTIONS))
+    d["distribution"] = dist
+    required, optional = DISTRIBUTIONS[dist]
+    extra = sorted(given - required - optional - {"distribution"})
+    if extra:
+        raise _fail(extra[0], f"only {', '.join(sorted(required | optional))} with distribution "
+                    f"{dist}", _Text(f"{extra[0]}: {_show(d[extra[0]])}"))
+    missing = sorted(required - given)
+    if missing:
+        raise _fail(missing[0], f"`{missing[0]}:` (required by distribution {dist})",
+                    _Text("nothing"))
+    for key in optional - given:
+        if key in _DEFAULTS:
+            d[key] = _DEFAULTS[key]
+    _check_param(dist, d)
+    return d
+
+
+def _check_param(dist: str, d: dict[str, Any]) -> None:
+    if dist == "constant":
+        d["value"] = fix_sci(d["value"])
+        _json_ok("value", d["value"])
+    elif dist == "categorical":
+        _check_values(d)
+    if "min" in d:
+        lo, hi = d["min"], d["max"]
+        if dist == "int_uniform":
+            lo, hi = d["min"], d["max"] = _integral("min", lo), _integral("max", hi)
+        if hi < lo or (hi == lo and dist != "int_uniform"):
+            raise _fail("max", f"a value greater than min ({lo})", hi)
+        if dist.endswith("_values") and lo <= 0:
+            raise _fail("min", f"a value > 0 (distribution {dist} takes the values themselves)", lo)
+        if dist in ("log_uniform", "q_log_uniform", "inv_log_uniform"):
+            for key in ("min", "max"):
+                if abs(d[key]) > 700:
+                    raise _fail(key, f"a natural-log exponent in [-700, 700] for {dist} (use "
+                                f"{dist}_values to give the values themselves)", d[key])
+    for key in ("sigma", "q", "a", "b"):
+        if key in d and d[key] <= 0:
+            raise _fail(key, "a value > 0", d[key])
+
+
+def _check_values(d: dict[str, Any]) -> None:
+    values = d["values"]
+    if not isinstance(values, list) or not values:
+        raise _fail("values", "a non-empty list", values)
+    values = d["values"] = fix_sci(values)
+    for i, v in enumerate(values):
+        _json_ok(("values", i), v)
+        if any(v == w for w in values[:i]):
+            raise _fail(("values", i), "distinct values", _Text(f"{v!r} twice"))
+    probs = d.get("probabilities")
+    if probs is None:
+        return
+    if not isinstance(probs, list) or len(probs) != len(values):
+        raise _fail("probabilities", f"a list of {len(values)} numbers (one per value)", probs)
+    probs = d["probabilities"] = [_number("probabilities", p) for p in probs]
+    if any(p < 0 for p in probs) or not math.isclose(sum(probs), 1.0, abs_tol=1e-6):
+        raise _fail("probabilities", "non-negative numbers that sum to 1", probs)
+
+
+class MetricSpec(BaseModel):
+    """The metric to optimize."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    goal: Literal["minimize", "maximize"] = "minimize"
+    target: float | None = None
+
+
+class EarlyTerminate(BaseModel):
+    """``early_terminate:``: W&B hyperband keys, plus hpo's asha/median/none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["hyperband", "asha", "median", "none"]
+    min_iter: int | None = Field(None, ge=1)
+    max_iter: int | None = Field(None, ge=1)
+    s: int | None = Field(None, ge=1)
+    eta: float = 3
+    strict: bool = True
+    min_resource: int | None = Field(None, ge=1)
+    reduction_factor: float | None = None
+    min_early_stopping_rate: int = Field(0, ge=0)
+    n_startup_trials: int = Field(5, ge=0)
+    n_warmup_steps: int = Field(0, ge=0)
+    interval_steps: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> EarlyTerminate:
+        extra = sorted(self.model_fields_set - {"type"} - _ET_KEYS[self.type])
+        if extra:
+            raise _fail(extra[0], f"only {', '.join(sorted(_ET_KEYS[self.type])) or 'type'} "
+                        f"with type {self.type}", _Text(f"{extra[0]}: {getattr(self, extra[0])!r}"))
+        if self.eta <= 1:
+            raise _fail("eta", "a number > 1", self.eta)
+        if self.reduction_factor is not None and self.reduction_factor <= 1:
+            raise _fail("reduction_factor", "a number > 1", self.reduction_factor)
+        if self.type == "hyperband":
+            if self.min_iter is None and (self.max_iter is None or self.s is None):
+                raise _fail("min_iter", "`min_iter`, or `max_iter` and `s` (hyperband)",
+                            _Text("neither"))
+            if self.min_iter is not None and self.max_iter is not None:
+                if self.max_iter <= self.min_iter:
+                    raise _fail("max_iter", f"a value greater than min_iter ({self.min_iter})",
+                                self.max_iter)
+        return self
+
+
+class Budget(BaseModel):
+    """How much to run: trials and/or wall-clock minutes (None = unlimited)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    trials: int | None = Field(None, ge=1)
+    minutes: float | None = Field(None, gt=0)
+
+
+class Resources(BaseModel):
+    """Per-trial resources; fractional GPUs allowed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cpu: float = Field(1, gt=0)
+    gpu: float = Field(0, ge=0)
+
+
+class SweepConfig(BaseModel):
+    """A validated sweep: W&B sweep keys plus hpo's extensions."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["grid", "random", "bayes", "tpe", "gp", "cmaes", "qmc"]
+    metric: MetricSpec
+    parameters: dict[str, ParamSpec]
+    early_terminate: EarlyTerminate | None = None
+    run_cap: int | None = Field(None, ge=1)
+    program: str | None = None
+    command: list[str] | None = None
+    trainer: str | None = None
+    trainer_args: dict[str, Any] = {}
+    resources: Resources = Resources()
+    parallel: int = Field(1, ge=1)
+    backend: Literal["local", "ray", "agents"] = "local"
+    storage: str | None = None
+    seed: int | None = None
+    budget: Budget = Budget()
+    name: str | None = None
+    max_retries: int = Field(1, ge=0)
+    source: str | None = None
+    text: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _numbers(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            data = dict(data)
+            if isinstance(data.get("trainer_args"), Mapping):
+                data["trainer_args"] = fix_sci(dict(data["trainer_args"]))
+            if isinstance(data.get("command"), list):  # W&B allows any scalar in a command
+                data["command"] = [str(c) if isinstance(c, int | float) else c
+                                   for c in data["command"]]
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> SweepConfig:
+        if self.trainer and self.program:
+            raise _fail("program", "either `trainer:` or `program:`, not both",
+                        _Text(f"trainer: {self.trainer!r} and program: {self.program!r}"))
+        if not self.trainer and not self.program:
+            raise _fail("trainer", "`trainer:` (an hpo trainer or package.module:function) or "
+                        "`program:` (a training script)", _Text("neither"))
+        if not self.parameters:
+            raise _fail("parameters", "at least one parameter", {})
+        seen: dict[str, tuple[str, ...]] = {}
+        for path, spec in iter_params(self.parameters):
+            flat = ".".join(path)
+            if flat in seen:
+                raise _fail(("parameters", *_spec_path(path)),
+                            f"a parameter name distinct from {'.'.join(seen[flat])!r} "
+                            "once nested names are joined with dots", flat)
+            seen[flat] = path
+            if self.method == "grid" and spec.distribution not in GRID_FINITE:
+                raise _fail(("parameters", *_spec_path(path)),
+                            f"finite values for method grid; parameter {flat} has distribution "
+                            f"{spec.distribution}; use values: [...]", spec.distribution)
+        return self
+
+    def trial_budget(self) -> int | None:
+        """Trials to run: the smaller of ``budget.trials`` and ``run_cap`` (None = unlimited)."""
+        caps = [c for c in (self.budget.trials, self.run_cap) if c is not None]
+        return min(caps) if caps else None
+
+    def with_overrides(self, **kw: Any) -> SweepConfig:
+        """A copy with command-line style overrides (``trials`` sets ``budget.trials``,
+        ``minutes`` sets ``budget.minutes``); None values are ignored; revalidated."""
+        data = self.to_dict()
+        for key, value in kw.items():
+            if value is None:
+                continue
+            if key in ("trials", "minutes"):
+                data.setdefault("budget", {})[key] = value
+            elif key in _TOP_KEYS:
+                data[key] = value
+            else:
+                raise ConfigError(f"unknown override {key!r}" + _hint(key, ("trials", *_TOP_KEYS)))
+        config = parse_config(data, source=self.source or "<overrides>")
+        return config.model_copy(update={"text": self.text})
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able W&B/hpo form; ``parse_config(c.to_dict())`` gives the same config."""
+        out: dict[str, Any] = {
+            "method": self.method,
+            "metric": self.metric.model_dump(exclude_none=True),
+            "parameters": {k: v.to_dict() for k, v in self.parameters.items()},
+        }
+        if self.early_terminate is not None:
+            out["early_terminate"] = {
+                "type": self.early_terminate.type,
+                **self.early_terminate.model_dump(exclude_unset=True),
+            }
+        for key in ("run_cap", "program", "command", "trainer"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        out["trainer_args"] = json.loads(json.dumps(self.trainer_args, default=str))
+        out["resources"] = self.resources.model_dump()
+        out["parallel"] = self.parallel
+        out["backend"] = self.backend
+        for key in ("storage", "seed", "name"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        out["budget"] = self.budget.model_dump(exclude_none=True)
+        out["max_retries"] = self.max_retries
+        return out
+
+
+_TOP_KEYS = tuple(k for k in SweepConfig.model_fields if k not in ("source", "text"))
+_NESTED_MODELS: dict[str, type[BaseModel]] = {
+    "metric": MetricSpec, "early_terminate": EarlyTerminate, "budget": Budget,
+    "resources": Resources,
+}
+
+
+def iter_params(
+    params: Mapping[str, ParamSpec], prefix: tuple[str, ...] = ()
+) -> list[tuple[tuple[str, ...], ParamSpec]]:
+    """Leaf parameters as (path, spec), depth first, in file order."""
+    out: list[tuple[tuple[str, ...], ParamSpec]] = []
+    for key, spec in params.items():
+        if spec.parameters is not None:
+            out += iter_params(spec.parameters, (*prefix, key))
+        else:
+            out.append(((*prefix, key), spec))
+    return out
+
+
+def _spec_path(path: tuple[str, ...]) -> tuple[str, ...]:
+    """('opt', 'lr') -> ('opt', 'parameters', 'lr'): the key path inside the file."""
+    out: list[str] = []
+    for i, key in enumerate(path):
+        out += [key] if i == 0 else ["parameters", key]
+    return tuple(out)
+
+
+# ---------------------------------------------------------------- loading and error reports
+
+
+def load_config(path: str | os.PathLike[str]) -> SweepConfig:
+    """Read and validate a sweep YAML file; every problem is one ConfigError."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: sweep file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{p}: is a directory; expected a sweep YAML file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not UTF-8 text; expected a sweep YAML file") from None
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read the sweep file ({exc.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{p}:{mark.line + 1}" if mark is not None else str(p)
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
+    return parse_config(data, source=str(p), text=text)
+
+
+def parse_config(
+    data: Mapping[str, Any], *, source: str = "<dict>", text: str | None = None
+) -> SweepConfig:
+    """Validate a sweep given as a mapping (``text``, when given, supplies line numbers)."""
+    lines = _line_map(text, source) if text else {}
+    if not isinstance(data, Mapping):
+        found = "an empty file" if data is None else f"a {type(data).__name__}"
+        raise ConfigError(f"{source}: expected a mapping of sweep keys (method:, metric:, "
+                          f"parameters:, ...), found {found}")
+    issues: list[tuple[tuple[Any, ...], str]] = []
+    clean: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in _WANDB_IGNORED:
+            warnings.warn(f"{source}: W&B key {key!r} is ignored by hpo", UserWarning,
+                          stacklevel=2)
+        elif key not in _TOP_KEYS:
+            issues.append(((key,), f"expected a sweep key ({', '.join(_TOP_KEYS)}), "
+                           f"found unknown key {key!r}" + _hint(key, _TOP_KEYS)))
+        else:
+            clean[key] = value
+    metric = clean.get("metric")
+    if isinstance(metric, Mapping) and any(k in metric for k in _METRIC_IGNORED):
+        clean["metric"] = {k: v for k, v in metric.items() if k not in _METRIC_IGNORED}
+        warnings.warn(f"{source}: W&B keys metric.impute* are ignored by hpo", UserWarning,
+                      stacklevel=2)
+    try:
+        config = SweepConfig.model_validate({**clean, "source": source, "text": text})
+    except ValidationError as exc:
+        issues += _issues(exc)
+        config = None
+    if issues or config is None:
+        raise ConfigError(_render(issues, source, lines))
+    return config
+
+
+def _issues(exc: ValidationError) -> list[tuple[tuple[Any, ...], str]]:
+    out = []
+    for err in exc.errors(include_url=False):
+        loc, ctx, kind = tuple(err["loc"]), err.get("ctx") or {}, err["type"]
+        if kind == "hpo":
+            out.append(((*loc, *ctx.get("path", ())), err["msg"]))
+        elif kind == "extra_forbidden":
+            model = _NESTED_MODELS.get(str(loc[0])) if len(loc) == 2 else None
+            valid = list(model.model_fields) if model else []
+            out.append((loc, f"expected one of {', '.join(valid) or 'no keys'}, found unknown "
+                              f"key {loc[-1]!r}" + _hint(loc[-1], valid)))
+        elif kind == "missing":
+            out.append((loc, f"expected `{loc[-1]}:` (required), found nothing"))
+        else:
+            msg = err["msg"].removeprefix("Input should be ").removeprefix("Value error, ")
+            msg = re.sub(r"a valid dictionary( or instance of \w+)?", "a mapping", msg)
+            out.append((loc, f"expected {msg}, found {_show(err['input'])}"))
+    return out
+
+
+def _render(issues: list[tuple[tuple[Any, ...], str]], source: str,
+            lines: dict[tuple[Any, ...], int]) -> str:
+    rendered = []
+    for path, message in issues:
+        line = next((lines[path[:n]] for n in range(len(path), 0, -1) if path[:n] in lines),
+                    None)
+        where = f"{source}:{line}" if line else source
+        key = ".".join(str(p) for p in path) or "(top level)"
+        rendered.append(f"{where}: {key}: {message}")
+    if len(rendered) == 1:
+        return rendered[0]
+    return f"{source}: {len(rendered)} problems:\n" + "\n".join("  " + r for r in rendered)
+
+
+def _line_map(text: str, source: str) -> dict[tuple[Any, ...], int]:
+    """Key path -> 1-based line of that key (or list item) in the YAML text."""
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return {}
+    lines: dict[tuple[Any, ...], int] = {}
+
+    def walk(node: yaml.Node, path: tuple[Any, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                key = (*path, key_node.value)
+                if key in lines:
+                    raise ConfigError(f"{source}:{key_node.start_mark.line + 1}: "
+                                      f"{'.'.join(map(str, key))}: duplicate key (first on line "
+                                      f"{lines[key]}); expected each key once")
+                lines[key] = key_node.start_mark.line + 1
+                walk(value_node, key)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                lines[(*path, i)] = item.start_mark.line + 1
+                walk(item, (*path, i))
+
+    if root is not None:
+        walk(root, ())
+    return lines

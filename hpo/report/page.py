@@ -1,0 +1,355 @@
+"""Assemble the report page: run the figure builders on :class:`ReportData`, then render
+``page.html.j2`` into one self-contained HTML file.
+
+plotly.js is embedded once, inline (no CDN, no server). Each figure is stored as JSON (plotly's
+base64 typed arrays for big numeric columns) in one ``application/json`` block, without its
+template; the page adds the one shared template and calls ``Plotly.newPlot`` per figure.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+import jinja2
+import numpy as np
+import plotly.graph_objects as go
+import plotly.io as pio
+
+from hpo.report import figures as figs
+from hpo.report.data import (
+    COMPLETE,
+    ERROR_CHARS,
+    FAILED,
+    FAILED_ROWS,
+    INTERRUPTED,
+    LEADERBOARD_ROWS,
+    PARCOORDS_MAX,
+    PRUNED,
+    RUNNING,
+    SLICE_MAX,
+    STATE_ORDER,
+    ReportData,
+    TrialRow,
+    fmt_duration,
+    fmt_value,
+    pick_rows,
+    worker_usage,
+)
+from hpo.storage_url import mask_url
+
+MAX_PARALLEL_DIMS = 20
+MAX_SLICES = 24
+
+
+@dataclass
+class Section:
+    """One plot section: a figure, or the reason there is none, and what was left out."""
+
+    id: str
+    title: str
+    intro: str = ""
+    figure: go.Figure | None = None
+    missing: str = ""
+    notes: list[str] = field(default_factory=list)  # how to read it
+    sampled: list[str] = field(default_factory=list)  # what was downsampled
+
+
+@lru_cache(maxsize=1)
+def plotly_js() -> str:
+    from plotly.offline import get_plotlyjs
+
+    return get_plotlyjs().replace("</script", "<\\/script")
+
+
+@lru_cache(maxsize=1)
+def _template() -> jinja2.Template:
+    env = jinja2.Environment(
+        loader=jinja2.FunctionLoader(
+            lambda name: resources.files("hpo.report").joinpath(name).read_text("utf-8")
+        ),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters["num"] = fmt_value
+    env.filters["dur"] = fmt_duration
+    env.filters["when"] = _when
+    return env.get_template("page.html.j2")
+
+
+def _when(t: datetime | None) -> str:
+    return t.strftime("%Y-%m-%d %H:%M:%S UTC") if t else ""
+
+
+def _script_json(obj: Any) -> str:
+    """JSON safe to put inside <script>: every '<' escaped."""
+    return obj.replace("<", "\\u003c") if isinstance(obj, str) else _script_json(json.dumps(obj))
+
+
+# ------------------------------------------------------------------------------- sections
+def _param_order(data: ReportData) -> list[str]:
+    """Parameter names, most important first (then in the order the sweep defines them)."""
+    names = [p.name for p in data.frame.params]
+    imp = data.importances or {}
+    position = {n: i for i, n in enumerate(names)}
+    return sorted(names, key=lambda n: (-imp.get(n, -1.0), position[n]))
+
+
+def history_section(data: ReportData) -> Section:
+    s = Section("history", "Optimization history",
+                f"{data.objective} of every trial by trial number, coloured by state; the line is "
+                f"the best complete value so far ({data.goal}).")
+    f = data.frame
+    if not np.isfinite(f.value).any():
+        s.missing = ("No trial has a finite objective value yet"
+                     + (" (the sweep is still running)." if data.running else "."))
+        return s
+    s.figure = figs.history_figure(f.number, f.value, f.state, objective=data.objective,
+                                   goal=data.goal)
+    n_nan = sum(1 for r in f.rows if r.state in (COMPLETE, PRUNED) and r.value is None)
+    if n_nan:
+        s.notes.append(f"{n_nan:,} complete/pruned trials have no finite value (NaN/None) and "
+                       "are not drawn.")
+    return s
+
+
+def curves_section(data: ReportData) -> Section:
+    s = Section("curves", "Learning curves",
+                f"{data.objective} as reported at each step; the {len(data.curves.highlight)} best "
+                "complete trials in colour, ✕ where a pruned trial was stopped.")
+    if not data.curves.total:
+        s.missing = (f"No trial reported {data.objective!r} at any step (ctx.report(...)), so "
+                     "there are no learning curves.")
+        return s
+    values = {r.number: r.value for r in data.frame.rows}
+    s.figure = figs.curves_figure(data.curves, data.rungs.steps, objective=data.objective,
+                                  goal=data.goal, values_by_number=values)
+    s.notes.append(data.rungs.note)
+    if data.curves.note:
+        s.sampled.append(data.curves.note)
+    return s
+
+
+def parallel_section(data: ReportData) -> Section:
+    s = Section("parallel", "Parallel coordinates",
+                "Each line is a completed trial: its parameters and, on the right, its "
+                f"{data.objective}. Drag along an axis to filter.")
+    f = data.frame
+    if not f.params:
+        s.missing = "The sweep has no varying parameters."
+        return s
+    idx, note = pick_rows(f, PARCOORDS_MAX, data.goal)
+    if len(idx) < 2:
+        s.missing = (f"Needs at least 2 completed trials with a finite value; this sweep has "
+                     f"{len(idx)}.")
+        return s
+    names = _param_order(data)
+    if len(names) > MAX_PARALLEL_DIMS:
+        s.sampled.append(f"{MAX_PARALLEL_DIMS} of {len(names)} parameters shown (the most "
+                       "important first).")
+        names = names[:MAX_PARALLEL_DIMS]
+    cols = [(f.param(n), f.column(n)[idx]) for n in names]
+    s.figure = figs.parallel_figure(cols, f.value[idx], objective=data.objective, goal=data.goal)
+    if note:
+        s.sampled.append(note)
+    if any(not f.param(n).numeric for n in names):
+        s.notes.append("Categorical parameters are drawn as evenly spaced categories; "
+                       "'n/a' marks trials without a (conditional) parameter.")
+    return s
+
+
+def importance_section(data: ReportData) -> Section:
+    s = Section("importance", "Parameter importances",
+                f"How much of the variance of {data.objective} each parameter explains.")
+    if not data.importances:
+        s.missing = data.importance_note or "No parameter importances."
+        return s
+    s.figure = figs.importance_figure(data.importances)
+    s.notes.append(data.importance_note)
+    if "sample" in data.importance_note:
+        s.sampled.append(data.importance_note.split(";")[0] + ".")
+    return s
+
+
+def slice_section(data: ReportData) -> Section:
+    s = Section("slice", "Slice plots",
+                f"{data.objective} against each parameter (completed trials), coloured by trial "
+                "number; most important parameter first.")
+    f = data.frame
+    if not f.params:
+        s.missing = "The sweep has no varying parameters."
+        return s
+    idx, note = pick_rows(f, SLICE_MAX, data.goal)
+    if len(idx) < 1:
+        s.missing = "No completed trial with a finite value yet."
+        return s
+    names = _param_order(data)
+    if len(names) > MAX_SLICES:
+        s.sampled.append(f"{MAX_SLICES} of {len(names)} parameters shown (most important first).")
+        names = names[:MAX_SLICES]
+    cols = [(f.param(n), f.column(n)[idx]) for n in names]
+    s.figure = figs.slice_figure(cols, f.value[idx], f.number[idx], objective=data.objective,
+                                 goal=data.goal)
+    if note:
+        s.sampled.append(note)
+    if len(idx) == 1:
+        s.notes.append("Only one completed trial: each panel has a single point.")
+    return s
+
+
+def contour_section(data: ReportData) -> Section:
+    s = Section("contour", "Contour of the two most important parameters")
+    f = data.frame
+    names = _param_order(data)
+    if len(names) < 2:
+        s.missing = (f"Needs two varying parameters; this sweep has {len(names)}.")
+        return s
+    m = f.mask(COMPLETE, with_value=True)
+    x_name, y_name = names[0], names[1]
+    both = m & np.isfinite(f.column(x_name)) & np.isfinite(f.column(y_name))
+    if both.sum() < 3:
+        s.missing = (f"Needs at least 3 completed trials with {x_name} and {y_name}; this sweep "
+                     f"has {int(both.sum())}.")
+        return s
+    how = ("by importance" if data.importances and x_name in data.importances
+           and y_name in data.importances else "the first two parameters (no importances)")
+    s.intro = f"{x_name} × {y_name} ({how})."
+    s.figure, note = figs.contour_figure(
+        f.param(x_name), f.column(x_name)[m], f.param(y_name), f.column(y_name)[m], f.value[m],
+        objective=data.objective, goal=data.goal)
+    s.sampled.append(note)
+    return s
+
+
+def timeline_section(data: ReportData) -> tuple[Section, list[dict[str, str]]]:
+    s = Section("timeline", "Timeline",
+                "Trials as bars per worker over time; the thin grey line is idle time. "
+                "Utilization = busy time / sweep wall time.")
+    rows = [r for r in data.frame.rows if r.started is not None]
+    if not rows:
+        s.missing = "No trial has a start time yet."
+        return s, []
+    start = data.sweep.started or min(r.started for r in rows)  # type: ignore[type-var]
+    start = min([start, *(r.started for r in rows)])  # type: ignore[type-var]
+    usage = worker_usage(rows, start, data.end)
+    s.figure = figs.timeline_figure(rows, usage, end=data.end)
+    if data.running:
+        s.notes.append("Running trials are drawn up to the time of this report.")
+    return s, figs.usage_rows(usage)
+
+
+# ------------------------------------------------------------------------------- tables
+def _leaderboard(data: ReportData) -> tuple[list[str], list[dict[str, Any]], str]:
+    names = [p.name for p in data.frame.params]
+    by_number = {r.number: r for r in data.frame.rows}
+    ranked = data.ranked()
+    rows = []
+    for rank, number in enumerate(ranked[:LEADERBOARD_ROWS], start=1):
+        r = by_number[number]
+        rows.append(dict(rank=rank, number=r.number, value=r.value, state=r.state,
+                         duration=r.duration_s, steps=r.steps, device=r.device, worker=r.worker,
+                         params=[(r.params.get(n), _sort_key(r.params.get(n))) for n in names]))
+    note = ""
+    if len(ranked) > LEADERBOARD_ROWS:
+        note = f"Top {LEADERBOARD_ROWS} of {len(ranked):,} completed trials."
+    return names, rows, note
+
+
+def _sort_key(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int | float) and math.isfinite(value):
+        return repr(float(value))
+    return fmt_value(value)
+
+
+def _failures(data: ReportData) -> tuple[list[dict[str, Any]], int]:
+    bad = [r for r in data.frame.rows if r.state in (FAILED, INTERRUPTED)]
+    out = []
+    for r in bad[-FAILED_ROWS:]:
+        text = r.error or "(no error text recorded)"
+        if len(text) > ERROR_CHARS:
+            text = f"… ({len(text) - ERROR_CHARS:,} characters cut)\n" + text[-ERROR_CHARS:]
+        lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+        summary = lines[-1] if lines else ""
+        out.append(dict(number=r.number, state=r.state, worker=r.worker, device=r.device,
+                        when=r.ended or r.started, duration=r.duration_s,
+                        summary=summary[:200], error=text, params=r.params))
+    return out, len(bad)
+
+
+def _best(data: ReportData) -> TrialRow | None:
+    return data.best
+
+
+# ------------------------------------------------------------------------------- page
+def figure_json(fig: go.Figure) -> str:
+    """The figure as JSON, without its template (the page adds one shared copy)."""
+    fig.layout.template = None
+    return pio.to_json(fig, validate=False, remove_uids=True)
+
+
+def render(data: ReportData) -> str:
+    """The whole HTML page for ``data``."""
+    sections = [history_section(data), curves_section(data), parallel_section(data),
+                importance_section(data), slice_section(data), contour_section(data)]
+    timeline, usage = timeline_section(data)
+    sections.append(timeline)
+    plots = [s for s in sections if s.figure is not None]
+    template = pio.templates[figs.TEMPLATE].to_plotly_json()
+    blob = "{" + ",".join(
+        [f'"template":{json.dumps(template)}',
+         '"figures":{' + ",".join(
+             f'"fig-{s.id}":{figure_json(s.figure)}' for s in plots  # type: ignore[arg-type]
+         ) + "}",
+         '"order":' + json.dumps([f"fig-{s.id}" for s in plots])]
+    ) + "}"
+    lb_params, lb_rows, lb_note = _leaderboard(data)
+    failures, n_failures = _failures(data)
+    counts = [(st, data.counts.get(st, 0)) for st in STATE_ORDER]
+    counts += [(st, n) for st, n in data.counts.items() if st not in STATE_ORDER]
+    sweep = data.sweep
+    downsampled = [(s.title, n) for s in sections if s.figure is not None for n in s.sampled]
+    if len(lb_rows) and lb_note:
+        downsampled.append(("Leaderboard", lb_note))
+    if n_failures > len(failures):
+        downsampled.append(("Failed trials", f"The last {len(failures)} of {n_failures:,} "
+                            "failed/interrupted trials listed."))
+    html = _template().render(
+        data=data,
+        sweep=sweep,
+        storage=mask_url(sweep.storage) if sweep.storage else "",
+        counts=counts,
+        total=len(data.frame),
+        best=_best(data),
+        sections=sections,
+        lb_params=lb_params,
+        lb_rows=lb_rows,
+        lb_note=lb_note,
+        failures=failures,
+        n_failures=n_failures,
+        usage=usage,
+        downsampled=downsampled,
+        config_text=sweep.config_yaml or json.dumps(sweep.config, indent=2, default=str),
+        versions=", ".join(f"{k} {v}" for k, v in (sweep.versions or {}).items()),
+        figures_json=jinja2_markup(_script_json(blob)),
+        plotly_js=jinja2_markup(plotly_js()),
+        state_colors=figs.STATE_COLORS,
+        running_state=RUNNING,
+    )
+    return html
+
+
+def jinja2_markup(text: str) -> Any:
+    from markupsafe import Markup
+
+    return Markup(text)

@@ -1,0 +1,186 @@
+"""``method`` -> Optuna sampler, ``early_terminate`` -> Optuna pruner.
+
+Samplers: ``bayes`` and ``gp`` -> GPSampler; ``tpe`` -> multivariate, grouped TPE with the
+constant liar (parallel workers do not pile onto one point); ``random`` -> RandomSampler;
+``grid`` -> RandomSampler (the sweep enqueues every grid point once, so the sampler only sees
+fixed values); ``cmaes`` -> CmaEsSampler with TPE for what CMA-ES cannot model (categoricals);
+``qmc`` -> scrambled Sobol QMCSampler. All take ``seed``.
+
+Pruners:
+
+* ``median`` -> MedianPruner(n_startup_trials, n_warmup_steps, interval_steps).
+* ``asha`` -> SuccessiveHalvingPruner(min_resource = min_resource or min_iter or "auto",
+  reduction_factor = reduction_factor or eta, min_early_stopping_rate).
+* ``hyperband`` (W&B) -> HyperbandPruner(min_resource = min_iter, max_resource = max_iter or
+  "auto", reduction_factor = eta). W&B's ``max_iter`` + ``s`` (bands at max_iter/eta^k,
+  k = 1..s) gives min_iter = max(1, round(max_iter / eta**s)).
+
+How W&B's hyperband maps, and where it is not exact:
+
+* W&B checks a run at bands min_iter * eta^k and stops it when its metric is worse than the
+  best 1/eta of all runs' values at that band. Optuna's successive halving does the same at
+  rungs min_resource * eta^k (promoting the top 1/eta). Optuna's HyperbandPruner runs several
+  such ladders (brackets) with later first rungs and gives each trial one bracket, so some
+  trials are first judged later than W&B would judge them; ``type: asha`` is W&B's single ladder.
+* W&B counts bands in logged iterations; hpo uses the ``step`` passed to ``report``.
+* ``strict: true`` (W&B's default) compares the run's value *at* the band, which is what
+  Optuna's pruners do. ``strict: false`` (W&B's older, lenient rule) compares the run's *best
+  value so far*: :class:`BestSoFarPruner` feeds the Optuna pruner each trial's running best
+  instead of its latest value. The other trials' values at the rung are then running bests too
+  (W&B takes their raw values there), so lenient mode is slightly more lenient than W&B's.
+  ``strict`` also applies to ``asha``.
+* ``eta`` may be any number > 1 in W&B; Optuna needs an integer reduction factor >= 2, so eta
+  is rounded (with a warning when that changes it).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from typing import Any
+
+import optuna
+from optuna.pruners import (
+    BasePruner,
+    HyperbandPruner,
+    MedianPruner,
+    NopPruner,
+    SuccessiveHalvingPruner,
+)
+from optuna.samplers import (
+    BaseSampler,
+    CmaEsSampler,
+    GPSampler,
+    QMCSampler,
+    RandomSampler,
+    TPESampler,
+)
+from optuna.study import StudyDirection
+
+from hpo.config import EarlyTerminate, SweepConfig
+
+Spec = tuple[type, dict[str, Any]]
+
+
+class BestSoFarPruner(BasePruner):
+    """Run ``pruner`` on each trial's best intermediate value so far (W&B ``strict: false``)."""
+
+    def __init__(self, pruner: BasePruner) -> None:
+        self.pruner = pruner
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        better = max if study.direction == StudyDirection.MAXIMIZE else min
+        best: dict[int, float] = {}
+        current = math.nan
+        for step in sorted(trial.intermediate_values):
+            value = trial.intermediate_values[step]
+            current = value if math.isnan(current) else better(current, value)
+            best[step] = current
+        view = copy.copy(trial)
+        view.intermediate_values = best
+        return self.pruner.prune(study, view)
+
+    def __repr__(self) -> str:
+        return f"BestSoFarPruner({type(self.pruner).__name__})"
+
+
+def _tpe(seed: int | None) -> Spec:
+    return TPESampler, {"multivariate": True, "group": True, "constant_liar": True,
+                        "n_startup_trials": 10, "seed": seed}
+
+
+def _sampler_spec(config: SweepConfig) -> Spec:
+    seed, method = config.seed, config.method
+    if method in ("bayes", "gp"):
+        return GPSampler, {"seed": seed, "n_startup_trials": 10, "deterministic_objective": False}
+    if method == "tpe":
+        return _tpe(seed)
+    if method == "cmaes":
+        return CmaEsSampler, {"seed": seed, "warn_independent_sampling": False,
+                              "independent_sampler": _tpe(seed)}
+    if method == "qmc":
+        return QMCSampler, {"seed": seed, "scramble": True, "warn_independent_sampling": False}
+    return RandomSampler, {"seed": seed}  # random, grid
+
+
+def _eta(value: float, key: str) -> int:
+    factor = max(2, round(value))
+    if factor != value:
+        warnings.warn(f"early_terminate.{key} {value:g} is used as {factor}: Optuna needs an "
+                      "integer reduction factor >= 2", UserWarning, stacklevel=3)
+    return factor
+
+
+def hyperband_min_iter(et: EarlyTerminate) -> int:
+    """First band: ``min_iter``, or W&B's ``max_iter / eta**s`` (at least 1)."""
+    if et.min_iter is not None:
+        return et.min_iter
+    assert et.max_iter is not None and et.s is not None
+    return max(1, round(et.max_iter / et.eta**et.s))
+
+
+def _pruner_spec(config: SweepConfig) -> tuple[Spec, bool]:
+    """The pruner class and arguments, and whether to wrap it in BestSoFarPruner."""
+    et = config.early_terminate
+    if et is None or et.type == "none":
+        return (NopPruner, {}), False
+    if et.type == "median":
+        return (MedianPruner, {"n_startup_trials": et.n_startup_trials,
+                               "n_warmup_steps": et.n_warmup_steps,
+                               "interval_steps": et.interval_steps}), False
+    if et.type == "asha":
+        factor = _eta(et.reduction_factor or et.eta,
+                      "reduction_factor" if et.reduction_factor else "eta")
+        return (SuccessiveHalvingPruner, {
+            "min_resource": et.min_resource or et.min_iter or "auto",
+            "reduction_factor": factor,
+            "min_early_stopping_rate": et.min_early_stopping_rate}), not et.strict
+    return (HyperbandPruner, {"min_resource": hyperband_min_iter(et),
+                              "max_resource": et.max_iter or "auto",
+                              "reduction_factor": _eta(et.eta, "eta")}), not et.strict
+
+
+def _build(spec: Spec) -> Any:
+    cls, kwargs = spec
+    kwargs = {k: _build(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return cls(**kwargs)
+
+
+def _show(spec: Spec) -> str:
+    cls, kwargs = spec
+    args = ", ".join(f"{k}={_show(v) if isinstance(v, tuple) else repr(v)}"
+                     for k, v in kwargs.items())
+    return f"{cls.__name__}({args})"
+
+
+def make_sampler(config: SweepConfig) -> BaseSampler:
+    """The Optuna sampler for ``config.method``."""
+    return _build(_sampler_spec(config))
+
+
+def make_pruner(config: SweepConfig) -> BasePruner:
+    """The Optuna pruner for ``config.early_terminate``."""
+    spec, best_so_far = _pruner_spec(config)
+    pruner = _build(spec)
+    return BestSoFarPruner(pruner) if best_so_far else pruner
+
+
+def describe(config: SweepConfig) -> dict[str, Any]:
+    """What searches and what prunes, as plain strings, for reports and logs."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        spec, best_so_far = _pruner_spec(config)
+    pruner = _show(spec)
+    et = config.early_terminate
+    return {
+        "method": config.method,
+        "sampler": _show(_sampler_spec(config)),
+        "pruner": f"BestSoFarPruner({pruner})" if best_so_far else pruner,
+        "early_terminate": et.type if et else "none",
+        "seed": config.seed,
+        "direction": config.metric.goal,
+        "metric": config.metric.name,
+    }

@@ -1,0 +1,71 @@
+"""Resolve what a sweep trains: a built-in trainer name, ``package.module:function``, a
+``program`` script, or a Python callable handed to ``run_sweep``."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from hpo.config import SweepConfig
+from hpo.errors import TrainerError
+
+Trainer = Callable[..., Any]
+
+BUILTIN = {
+    "lora": "trainers.lora:train",
+    "full": "trainers.full:train",
+}
+SCRIPT_TRAINER = "trainers.script:run_program"
+PYTHON_TRAINER = "python"  # the sweep's trainer is the callable passed to run_sweep(objective=)
+
+
+def import_ref(ref: str) -> Trainer:
+    """Import ``package.module:function`` and return the function."""
+    module_name, sep, attr = ref.partition(":")
+    if not sep or not module_name or not attr:
+        raise TrainerError(
+            f"trainer {ref!r}: expected a built-in name ({', '.join(BUILTIN)}) or "
+            "'package.module:function'."
+        )
+    cwd = os.getcwd()
+    if cwd not in sys.path:  # `hpo` as a console script does not put the cwd on sys.path
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise TrainerError(
+            f"trainer {ref!r}: cannot import module {module_name!r} ({exc}). Is it installed "
+            "or on PYTHONPATH (the sweep's working directory is on it)?"
+        ) from None
+    fn = module
+    for part in attr.split("."):
+        fn = getattr(fn, part, None)
+        if fn is None:
+            raise TrainerError(f"trainer {ref!r}: module {module_name!r} has no {attr!r}.")
+    if not callable(fn):
+        raise TrainerError(f"trainer {ref!r} is not callable.")
+    return fn
+
+
+def resolve(config: SweepConfig, objective: Trainer | None = None) -> Trainer:
+    """The callable that trains one trial: ``train(params, ctx) -> dict | float``."""
+    if objective is not None:
+        if not callable(objective):
+            raise TrainerError(f"objective must be callable, got {type(objective).__name__}.")
+        return objective
+    if config.trainer == PYTHON_TRAINER:
+        raise TrainerError(
+            "This sweep trains a Python callable: pass it again, "
+            "hpo.run_sweep(config, objective=train), to run or resume it."
+        )
+    if config.trainer:
+        return import_ref(BUILTIN.get(config.trainer, config.trainer))
+    if config.program:
+        return functools.partial(
+            import_ref(SCRIPT_TRAINER), program=config.program, command=config.command
+        )
+    raise TrainerError("The sweep names no trainer: set `trainer:` or `program:`.")

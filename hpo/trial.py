@@ -1,0 +1,182 @@
+"""TrialContext: what a trainer sees while it runs one trial.
+
+A trainer is ``train(params: dict, ctx: TrialContext) -> dict[str, float]``. It calls
+``ctx.report(metrics, step)`` after each evaluation; ``report`` records every metric and
+raises :class:`hpo.TrialPruned` when the pruner says stop.
+
+``TrialContext`` itself is standalone (no study: it keeps reports in memory and never prunes
+unless ``prune_after_step`` is set), which is how a trainer is run or debugged outside a sweep.
+:class:`StudyTrialContext` is the one the sweep uses: reports go to the Optuna trial (so the
+pruner sees them) and to the tracking store.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hpo.errors import TrainerError, TrialPruned
+
+if TYPE_CHECKING:
+    import optuna
+
+    from hpo.tracking import TrackingStore
+
+
+def _as_metrics(metrics: Mapping[str, Any], step: int) -> dict[str, float]:
+    if not isinstance(metrics, Mapping):
+        raise TrainerError(
+            f"ctx.report() takes a dict of metric name -> number, got {type(metrics).__name__}"
+        )
+    if isinstance(step, bool) or not isinstance(step, int):
+        try:
+            step = int(step)
+        except (TypeError, ValueError):
+            raise TrainerError(f"ctx.report(step=...) must be an int, got {step!r}") from None
+    out: dict[str, float] = {}
+    for key, value in metrics.items():
+        try:
+            out[str(key)] = float(value)
+        except (TypeError, ValueError):
+            raise TrainerError(
+                f"ctx.report(): metric {key!r} must be a number, got {value!r}"
+            ) from None
+    return out
+
+
+class TrialContext:
+    """Standalone trial context: records reports in memory; prunes only if asked to."""
+
+    def __init__(
+        self,
+        params: Mapping[str, Any] | None = None,
+        *,
+        objective: str = "loss",
+        goal: str = "minimize",
+        number: int = 0,
+        sweep: str = "standalone",
+        device: str | None = None,
+        artifact_dir: str | os.PathLike[str] | None = None,
+        prune_after_step: int | None = None,
+    ) -> None:
+        self.params: dict[str, Any] = dict(params or {})
+        self.objective = objective
+        self.goal = goal
+        self.number = number
+        self.sweep = sweep
+        self.device = device or default_device()
+        self.artifact_dir = Path(artifact_dir) if artifact_dir else None
+        self.prune_after_step = prune_after_step
+        self.history: list[tuple[int, dict[str, float]]] = []
+        self.attrs: dict[str, Any] = {}
+        self.last_step: int | None = None
+
+    # -- what trainers call -------------------------------------------------------------
+    def report(self, metrics: Mapping[str, Any], step: int) -> None:
+        """Record ``metrics`` at ``step``; raise ``TrialPruned`` if the pruner says stop."""
+        values = _as_metrics(metrics, step)
+        step = int(step)
+        self.history.append((step, values))
+        self.last_step = step
+        self._record(step, values)
+        value = values.get(self.objective)
+        if value is not None and math.isfinite(value):
+            self._report_objective(value, step)
+            if self.should_prune():
+                raise TrialPruned(f"pruned at step {step} ({self.objective}={value:.6g})")
+
+    def should_prune(self) -> bool:
+        """True when the pruner wants this trial stopped (report() already raises for you)."""
+        return self.prune_after_step is not None and (self.last_step or 0) >= self.prune_after_step
+
+    def set_attrs(self, **attrs: Any) -> None:
+        """Record extra facts about this trial (parameter counts, tokens/s, artifact paths)."""
+        self.attrs.update(attrs)
+        self._record_attrs(attrs)
+
+    # -- hooks for subclasses --------------------------------------------------------------
+    def _record(self, step: int, metrics: dict[str, float]) -> None:
+        pass
+
+    def _report_objective(self, value: float, step: int) -> None:
+        pass
+
+    def _record_attrs(self, attrs: dict[str, Any]) -> None:
+        pass
+
+    def last_objective(self) -> float | None:
+        """The last finite value reported for the objective metric, if any."""
+        for _, values in reversed(self.history):
+            value = values.get(self.objective)
+            if value is not None and math.isfinite(value):
+                return value
+        return None
+
+
+class StudyTrialContext(TrialContext):
+    """Trial context bound to an Optuna trial and the tracking store (used by every backend)."""
+
+    def __init__(
+        self,
+        trial: optuna.trial.Trial,
+        tracking: TrackingStore,
+        params: Mapping[str, Any],
+        *,
+        objective: str,
+        goal: str,
+        sweep: str,
+        device: str | None = None,
+        artifact_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        super().__init__(
+            params,
+            objective=objective,
+            goal=goal,
+            number=trial.number,
+            sweep=sweep,
+            device=device,
+            artifact_dir=artifact_dir,
+        )
+        self._trial = trial
+        self._tracking = tracking
+        self._pruned: bool | None = None
+
+    def _record(self, step: int, metrics: dict[str, float]) -> None:
+        self._tracking.log_metrics(self.sweep, self.number, step, metrics)
+
+    def _report_objective(self, value: float, step: int) -> None:
+        self._pruned = None
+        try:
+            self._trial.report(value, step)
+        except NotImplementedError:  # multi-objective studies cannot prune
+            pass
+
+    def should_prune(self) -> bool:
+        if self._pruned is None:
+            self._pruned = bool(self._trial.should_prune())
+        return self._pruned
+
+    def _record_attrs(self, attrs: dict[str, Any]) -> None:
+        self._tracking.set_trial_attrs(self.sweep, self.number, attrs)
+
+
+def default_device() -> str:
+    """``cuda`` when this process was given a GPU (CUDA_VISIBLE_DEVICES non-empty), else ``cpu``.
+
+    Decided from the environment only, so importing torch is not needed to ask.
+    """
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and visible.strip() not in ("", "-1"):
+        return "cuda:0"
+    if visible is None and os.path.exists("/dev/nvidiactl"):
+        return "cuda:0"
+    return "cpu"
+
+
+def worker_identity() -> tuple[str, int]:
+    """(host, pid) of the process running a trial."""
+    return socket.gethostname(), os.getpid()

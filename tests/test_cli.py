@@ -1,0 +1,133 @@
+"""The `hpo` command as users script it: real subprocesses, real storage."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from hpo.tracking import TrackingStore
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_hpo(*args: str, cwd: Path | None = None, check: bool = True, timeout: float = 120):
+    env = {**os.environ, "PYTHONPATH": str(REPO), "NO_COLOR": "1", "COLUMNS": "200"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "hpo.cli", *args], cwd=cwd or REPO, env=env,
+        capture_output=True, text=True, timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        msg = f"hpo {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+        raise AssertionError(msg)
+    return proc
+
+
+SWEEP = """\
+name: {name}
+method: random
+metric: {{name: loss, goal: minimize}}
+parameters:
+  x: {{min: 0.0, max: 1.0}}
+  seconds: {{value: {seconds}}}
+trainer: examples.objectives:sleep
+parallel: {parallel}
+seed: 0
+budget: {{trials: {trials}}}
+"""
+
+
+def write_sweep(tmp_path: Path, name="s", seconds=0.0, parallel=1, trials=3) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(SWEEP.format(name=name, seconds=seconds, parallel=parallel, trials=trials))
+    return path
+
+
+def test_sweep_status_best_trials(tmp_path, sqlite_url):
+    sweep = write_sweep(tmp_path, trials=4)
+    out = run_hpo("sweep", str(sweep), "--storage", sqlite_url, "--no-report")
+    assert "best trial" in out.stdout
+    status = run_hpo("status", "--storage", sqlite_url)
+    assert "s" in status.stdout and "4" in status.stdout
+    best = run_hpo("best", "s", "--storage", sqlite_url, "--format", "json")
+    assert json.loads(best.stdout)["state"] == "complete"
+    rows = json.loads(run_hpo("trials", "s", "--storage", sqlite_url, "--format", "json").stdout)
+    assert len(rows) == 4
+    for key in ("number", "state", "value", "params", "steps", "started", "ended", "worker"):
+        assert key in rows[0]
+    csv_out = run_hpo("trials", "s", "--storage", sqlite_url, "--format", "csv").stdout
+    assert csv_out.splitlines()[0].startswith("number,state,value")
+    assert len(csv_out.strip().splitlines()) == 5
+
+
+def test_default_storage_is_hpo_db_in_cwd_and_env_overrides(tmp_path):
+    sweep = write_sweep(tmp_path, trials=1)
+    run_hpo("sweep", str(sweep), "--no-report", cwd=tmp_path)
+    assert (tmp_path / "hpo.db").exists()
+    env_db = tmp_path / "env.db"
+    os.environ["HPO_STORAGE"] = f"sqlite:///{env_db}"
+    try:
+        run_hpo("sweep", str(sweep), "--no-report", cwd=tmp_path)
+    finally:
+        del os.environ["HPO_STORAGE"]
+    assert env_db.exists()
+
+
+def test_bad_yaml_is_one_clear_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("method: tpe\nmetric: {name: loss}\nparameters:\n  lr: {min: 1, max: oops}\n"
+                   "trainer: examples.objectives:noop\n")
+    proc = run_hpo("sweep", str(bad), "--no-report", check=False, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "bad.yaml" in proc.stderr and "parameters.lr" in proc.stderr
+    assert not (tmp_path / "hpo.db").exists()
+
+
+def test_unknown_sweep_and_masked_password(tmp_path, sqlite_url):
+    proc = run_hpo("best", "nope", "--storage", sqlite_url, check=False)
+    assert proc.returncode == 2 and "nope" in proc.stderr and "Traceback" not in proc.stderr
+    url = "postgresql://alice:s3cret@127.0.0.1:1/db"
+    proc = run_hpo("status", "--storage", url, check=False)
+    assert proc.returncode == 2 and "s3cret" not in proc.stderr + proc.stdout
+    assert "alice:***@" in proc.stderr
+
+
+@pytest.mark.parametrize("parallel", [1, 2])
+def test_ctrl_c_keeps_finished_trials_and_resumes(tmp_path, sqlite_url, parallel):
+    sweep = write_sweep(tmp_path, name="slow", seconds=0.4, parallel=parallel, trials=10)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "hpo.cli", "sweep", str(sweep), "--storage", sqlite_url,
+           "--no-report"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    store = TrackingStore(sqlite_url)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if store.counts("slow").get("complete", 0) >= 3:
+                break
+        except Exception:
+            pass
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "resume" in stderr
+    counts = store.counts("slow")
+    complete_before = counts["complete"]
+    assert complete_before >= 3 and counts["running"] == 0
+    assert counts["interrupted"] >= 1
+    done_before = {t.number: t.value for t in store.trials("slow", states=["complete"])}
+    # the same command resumes: the budget (10 finished) is met, nothing finished is lost
+    run_hpo("sweep", str(sweep), "--storage", sqlite_url, "--no-report", cwd=tmp_path)
+    after = store.counts("slow")
+    assert after["complete"] == 10
+    kept = {t.number: t.value for t in store.trials("slow", states=["complete"])}
+    assert all(kept[n] == v for n, v in done_before.items())

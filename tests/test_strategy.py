@@ -1,0 +1,214 @@
+"""hpo.strategy: samplers search, pruners stop bad learning curves and never the best one."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import optuna
+import pytest
+from optuna.pruners import HyperbandPruner, MedianPruner, NopPruner, SuccessiveHalvingPruner
+from optuna.samplers import CmaEsSampler, GPSampler, QMCSampler, RandomSampler, TPESampler
+from optuna.trial import TrialState
+
+from hpo.config import SweepConfig, parse_config
+from hpo.space import SearchSpace
+from hpo.strategy import (
+    BestSoFarPruner,
+    describe,
+    hyperband_min_iter,
+    make_pruner,
+    make_sampler,
+)
+
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+PARAMS = {
+    "x": {"min": -5.0, "max": 5.0},
+    "opt": {"parameters": {"y": {"distribution": "uniform", "min": -5, "max": 5},
+                           "kind": {"values": ["a", "b"]}}},
+}
+
+
+def config(method: str = "random", early_terminate: dict[str, Any] | None = None,
+           goal: str = "minimize", seed: int | None = 3) -> SweepConfig:
+    data: dict[str, Any] = {"program": "t.py", "method": method, "seed": seed,
+                            "metric": {"name": "loss", "goal": goal}, "parameters": PARAMS}
+    if early_terminate is not None:
+        data["early_terminate"] = early_terminate
+    return parse_config(data)
+
+
+SAMPLERS = {"bayes": GPSampler, "gp": GPSampler, "tpe": TPESampler, "random": RandomSampler,
+            "cmaes": CmaEsSampler, "qmc": QMCSampler}
+
+
+def quadratic_study(method: str, n_trials: int) -> optuna.Study:
+    cfg = config(method)
+    space = SearchSpace.from_config(cfg.parameters)
+    study = optuna.create_study(sampler=make_sampler(cfg), pruner=make_pruner(cfg))
+
+    def objective(trial: optuna.Trial) -> float:
+        p = space.suggest(trial)
+        bonus = 0.0 if p["opt"]["kind"] == "a" else 1.0
+        return (p["x"] - 1) ** 2 + (p["opt"]["y"] + 2) ** 2 + bonus
+
+    study.optimize(objective, n_trials=n_trials)
+    return study
+
+
+@pytest.mark.parametrize("method", sorted(SAMPLERS))
+def test_each_method_builds_its_sampler_and_searches(method: str) -> None:
+    n = 12 if method in ("bayes", "gp") else 15
+    study = quadratic_study(method, n)
+    assert isinstance(study.sampler, SAMPLERS[method])
+    trials = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(trials) == n
+    assert study.best_value <= min(t.value for t in trials[:3]) and study.best_value < 5
+    again = quadratic_study(method, 4)
+    assert [t.params for t in again.trials] == [t.params for t in trials[:4]]  # seeded
+
+
+def test_grid_uses_random_sampler_and_sampler_options() -> None:
+    grid = parse_config({"program": "t.py", "method": "grid", "metric": {"name": "m"},
+                         "parameters": {"a": {"values": [1, 2]}}, "seed": 1})
+    assert isinstance(make_sampler(grid), RandomSampler)
+    info = describe(config("tpe"))
+    assert info["sampler"] == ("TPESampler(multivariate=True, group=True, constant_liar=True, "
+                               "n_startup_trials=10, seed=3)")
+    assert describe(config("bayes"))["sampler"] == (
+        "GPSampler(seed=3, n_startup_trials=10, deterministic_objective=False)")
+    assert describe(config("qmc"))["sampler"] == (
+        "QMCSampler(seed=3, scramble=True, warn_independent_sampling=False)")
+    assert describe(config("cmaes"))["sampler"].startswith(
+        "CmaEsSampler(seed=3, warn_independent_sampling=False, independent_sampler=TPESampler(")
+
+
+@pytest.mark.parametrize(
+    ("early_terminate", "cls", "text"),
+    [
+        (None, NopPruner, "NopPruner()"),
+        ({"type": "none"}, NopPruner, "NopPruner()"),
+        ({"type": "median", "n_startup_trials": 2, "n_warmup_steps": 3, "interval_steps": 2},
+         MedianPruner, "MedianPruner(n_startup_trials=2, n_warmup_steps=3, interval_steps=2)"),
+        ({"type": "asha"}, SuccessiveHalvingPruner,
+         "SuccessiveHalvingPruner(min_resource='auto', reduction_factor=3, "
+         "min_early_stopping_rate=0)"),
+        ({"type": "asha", "min_iter": 2, "eta": 4, "min_early_stopping_rate": 1},
+         SuccessiveHalvingPruner, "SuccessiveHalvingPruner(min_resource=2, reduction_factor=4, "
+         "min_early_stopping_rate=1)"),
+        ({"type": "asha", "min_resource": 5, "min_iter": 2, "reduction_factor": 2},
+         SuccessiveHalvingPruner, "SuccessiveHalvingPruner(min_resource=5, reduction_factor=2, "
+         "min_early_stopping_rate=0)"),
+        ({"type": "hyperband", "min_iter": 3}, HyperbandPruner,
+         "HyperbandPruner(min_resource=3, max_resource='auto', reduction_factor=3)"),
+        ({"type": "hyperband", "max_iter": 27, "s": 2}, HyperbandPruner,
+         "HyperbandPruner(min_resource=3, max_resource=27, reduction_factor=3)"),
+        ({"type": "hyperband", "min_iter": 2, "max_iter": 50, "eta": 2}, HyperbandPruner,
+         "HyperbandPruner(min_resource=2, max_resource=50, reduction_factor=2)"),
+        ({"type": "hyperband", "min_iter": 3, "strict": False}, BestSoFarPruner,
+         "BestSoFarPruner(HyperbandPruner(min_resource=3, max_resource='auto', "
+         "reduction_factor=3))"),
+    ],
+)
+def test_each_pruner_builds(early_terminate: dict[str, Any] | None, cls: type,
+                            text: str) -> None:
+    cfg = config(early_terminate=early_terminate)
+    assert isinstance(make_pruner(cfg), cls)
+    info = describe(cfg)
+    assert info["pruner"] == text
+    assert info["early_terminate"] == (early_terminate or {"type": "none"})["type"]
+
+
+@pytest.mark.parametrize(
+    ("max_iter", "s", "eta", "expected"),
+    [(27, 2, 3, 3), (81, 3, 3, 3), (10, 2, 3, 1), (100, 2, 2, 25), (5, 3, 2, 1)],
+)
+def test_hyperband_min_iter_from_max_iter_and_s(max_iter: int, s: int, eta: float,
+                                                expected: int) -> None:
+    cfg = config(early_terminate={"type": "hyperband", "max_iter": max_iter, "s": s, "eta": eta})
+    assert cfg.early_terminate is not None
+    assert hyperband_min_iter(cfg.early_terminate) == expected
+    assert f"min_resource={expected}, max_resource={max_iter}," in describe(cfg)["pruner"]
+
+
+def test_fractional_eta_is_rounded_with_a_warning() -> None:
+    cfg = config(early_terminate={"type": "hyperband", "min_iter": 1, "eta": 2.6})
+    with pytest.warns(UserWarning, match="eta 2.6 is used as 3"):
+        pruner = make_pruner(cfg)
+    assert isinstance(pruner, HyperbandPruner)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert "reduction_factor=3" in describe(cfg)["pruner"]
+
+
+# ------------------------------------------------------------ pruning on learning curves
+
+STEPS = 27
+
+
+def curve_study(early_terminate: dict[str, Any], goal: str, n_trials: int = 40) -> optuna.Study:
+    """Sequential study where trial i's curve is final_i + 2/step (or its negation)."""
+    cfg = config(early_terminate=early_terminate, goal=goal, seed=11)
+    space = SearchSpace.from_config({"x": parse_config(
+        {"program": "t", "method": "random", "metric": {"name": "m"},
+         "parameters": {"x": {"min": 0.0, "max": 1.0}}}).parameters["x"]})
+    sign = 1 if goal == "minimize" else -1
+    study = optuna.create_study(direction=goal, sampler=RandomSampler(seed=11),
+                                pruner=make_pruner(cfg))
+
+    def objective(trial: optuna.Trial) -> float:
+        final = (space.suggest(trial)["x"] - 0.3) ** 2
+        trial.set_user_attr("final", final)
+        for step in range(1, STEPS + 1):
+            trial.report(sign * (final + 2.0 / step), step)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return sign * final
+
+    study.optimize(objective, n_trials=n_trials)
+    return study
+
+
+@pytest.mark.parametrize("goal", ["minimize", "maximize"])
+@pytest.mark.parametrize(
+    "early_terminate",
+    [
+        {"type": "asha", "min_resource": 1, "reduction_factor": 3},
+        {"type": "asha", "min_resource": 1, "reduction_factor": 3, "strict": False},
+        {"type": "hyperband", "max_iter": 27, "s": 3},
+        {"type": "hyperband", "min_iter": 1, "strict": False},
+        {"type": "median", "n_startup_trials": 5},
+    ],
+    ids=["asha", "asha-lenient", "hyperband", "hyperband-lenient", "median"],
+)
+def test_pruners_stop_bad_curves_never_the_best(early_terminate: dict[str, Any],
+                                                goal: str) -> None:
+    study = curve_study(early_terminate, goal)
+    pruned = study.get_trials(states=(TrialState.PRUNED,))
+    assert len(pruned) >= 5
+    best = min(study.trials, key=lambda t: t.user_attrs["final"])
+    assert best.state == TrialState.COMPLETE
+    assert study.best_trial.number == best.number
+    assert all(t.user_attrs["final"] > best.user_attrs["final"] for t in pruned)
+
+
+@pytest.mark.parametrize("goal", ["minimize", "maximize"])
+def test_strict_false_judges_the_best_value_so_far(goal: str) -> None:
+    """A trial that was good before a spike at the band survives only in lenient mode."""
+    sign = 1 if goal == "minimize" else -1
+    outcome = {}
+    for strict in (True, False):
+        cfg = config(early_terminate={"type": "asha", "min_resource": 1, "reduction_factor": 2,
+                                      "strict": strict}, goal=goal)
+        study = optuna.create_study(direction=goal, pruner=make_pruner(cfg))
+        for _ in range(2):
+            trial = study.ask()
+            trial.report(sign * 1.0, 1)
+            assert not trial.should_prune()
+            study.tell(trial, sign * 1.0)
+        spiky = study.ask()
+        spiky.report(sign * 0.5, 0)
+        spiky.report(sign * 5.0, 1)
+        outcome[strict] = spiky.should_prune()
+    assert outcome == {True: True, False: False}
