@@ -164,14 +164,15 @@ def main() -> None:
         med[name] = {c: statistics.median(r[c] for r in results) for c in cols}
         print(f"{name:20s}" + "".join(_fmt(med[name][c]) for c in cols))
     ours, peer = med["trainers.lora"], med["HF Trainer + peft"]
-    print(f"\nratio trainers.lora / HF Trainer: tokens/s x{ours['tokens_per_s'] / peer['tokens_per_s']:.2f}, "
+    speed = ours["tokens_per_s"] / peer["tokens_per_s"]
+    print(f"\nratio trainers.lora / HF Trainer: tokens/s x{speed:.2f}, "
           f"step time x{ours['step_time_s'] / peer['step_time_s']:.2f}, "
           f"wall time x{ours['wall_s'] / peer['wall_s']:.2f}")
 
 
 def _fmt(value: float) -> str:
-    if abs(value) >= 1000:
-        return f"{value:14.0f}"
+    if abs(value) >= 100:
+        return f"{value:14.1f}"
     return f"{value:14.4f}"
 
 

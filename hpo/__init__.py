@@ -9,6 +9,7 @@ Python API::
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from hpo.errors import (
@@ -43,8 +44,18 @@ def run_sweep(config_or_path: Any, objective: Any = None, **overrides: Any) -> S
     return _run(config_or_path, objective, **overrides)
 
 
-def report(name: str, storage: str | None = None, path: Any = None) -> Any:
-    """Write the sweep's self-contained HTML report; returns its path."""
+def report(name: Any, storage: str | None = None, path: Any = None, *, step: Any = None) -> Any:
+    """Two uses, told apart by the first argument:
+
+    - ``hpo.report("sweep-name", storage=..., path=...)`` writes the sweep's self-contained
+      HTML report and returns its path;
+    - ``hpo.report({"eval_loss": 0.3}, step=100)`` inside a training script run by a sweep
+      (``program:``) reports metrics to that trial (a no-op with a warning outside a sweep).
+    """
+    if isinstance(name, Mapping):
+        from hpo.script_api import report_metrics
+
+        return report_metrics(name, step)
     from hpo.report import build_report
 
     return build_report(name, storage=storage, path=path)

@@ -69,8 +69,10 @@ class TrialRunner:
     ) -> None:
         from hpo.tracking import TrackingStore
 
-        if spec.cwd and os.path.isdir(spec.cwd) and spec.cwd not in sys.path:
-            sys.path.insert(0, spec.cwd)
+        if spec.cwd and os.path.isdir(spec.cwd):
+            os.chdir(spec.cwd)  # Ray workers start elsewhere; relative paths are the sweep's
+            if spec.cwd not in sys.path:
+                sys.path.insert(0, spec.cwd)
         self.spec = spec
         self.device = device
         self.config: SweepConfig = parse_config(spec.config, source=f"sweep {spec.study!r}")

@@ -205,7 +205,8 @@ class Coordinator:
         )
         counted = studies.counted_trials(self.study)
         bar = SweepProgress(self.name, budget, enabled=progress)
-        bar.update(self.tracking.counts(self.name), self._best())
+        if bar.enabled:
+            bar.update(self.tracking.counts(self.name), self._best())
         backend = self._backend()
         interrupted = False
         try:
@@ -220,8 +221,10 @@ class Coordinator:
                     backend.submit(self._ask())
                 if not backend.in_flight():
                     break
-                for done in backend.poll(0.5):
+                finished = backend.poll(0.5)
+                for done in finished:
                     counted += self._handle(done)
+                if finished and bar.enabled:
                     bar.update(self.tracking.counts(self.name), self._best())
         except KeyboardInterrupt:
             interrupted = True

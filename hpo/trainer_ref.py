@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import functools
 import importlib
 import os
 import sys
@@ -19,7 +18,6 @@ BUILTIN = {
     "lora": "trainers.lora:train",
     "full": "trainers.full:train",
 }
-SCRIPT_TRAINER = "trainers.script:run_program"
 PYTHON_TRAINER = "python"  # the sweep's trainer is the callable passed to run_sweep(objective=)
 
 
@@ -65,7 +63,7 @@ def resolve(config: SweepConfig, objective: Trainer | None = None) -> Trainer:
     if config.trainer:
         return import_ref(BUILTIN.get(config.trainer, config.trainer))
     if config.program:
-        return functools.partial(
-            import_ref(SCRIPT_TRAINER), program=config.program, command=config.command
-        )
+        from trainers.script import script_trainer
+
+        return script_trainer(config)  # checks macros and runner options before anything runs
     raise TrainerError("The sweep names no trainer: set `trainer:` or `program:`.")

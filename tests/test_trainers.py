@@ -287,3 +287,30 @@ def test_registry_points_at_the_trainers():
     for name, ref in TRAINERS.items():
         module, _, attr = ref.partition(":")
         assert callable(getattr(importlib.import_module(module), attr)), name
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine", "cosine_with_restarts", "polynomial",
+                                  "constant", "constant_with_warmup", "inverse_sqrt",
+                                  "cosine_with_min_lr", "warmup_stable_decay"])
+def test_every_lr_scheduler_builds_and_warms_up(name):
+    from trainers.loop import make_scheduler
+
+    cfg = parse_params({"model": "tiny-bert", "dataset": "synthetic", "lr_scheduler": name,
+                        "warmup_ratio": 0.2, "learning_rate": 1e-3}, "lora")
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))], lr=1e-3)
+    sched = make_scheduler(opt, cfg, 20)
+    lrs = []
+    for _ in range(20):
+        opt.step()
+        sched.step()
+        lrs.append(sched.get_last_lr()[0])
+    assert all(math.isfinite(x) and 0 <= x <= 1e-3 + 1e-12 for x in lrs)
+    if name != "constant":
+        assert lrs[0] < 1e-3  # warming up
+
+
+def test_precision_choices_on_cpu():
+    assert "fp16 needs a CUDA device" in _error(lora, precision="fp16")
+    ctx, result = run(lora, {**TINY_BERT, "precision": "bf16", "max_steps": 4, "eval_every": 2,
+                             "learning_rate": 1e-3})
+    assert ctx.attrs["dtype"] == "bf16" and math.isfinite(result["eval_loss"])

@@ -11,6 +11,8 @@ Modules, one job each:
 - ``loop``: the shared training/evaluation loop
 - ``runner``: one trial end to end; ``artifacts``: saving the result
 - ``lora`` / ``full``: the two trainers
+- ``script``: runs a user's W&B ``program``/``command`` script as a trial (not in TRAINERS:
+  ``hpo.trainer_ref`` hands it program sweeps)
 """
 
 TRAINERS = {"lora": "trainers.lora:train", "full": "trainers.full:train"}

@@ -64,9 +64,7 @@ def run_trial(
                 **(load_kwargs(cfg, device) if load_kwargs else {}),
             )
             model, extra_attrs = prepare(bundle, cfg, device)
-            if not getattr(model, "is_loaded_in_4bit", False) and not getattr(
-                model, "is_loaded_in_8bit", False
-            ):
+            if not cfg.quantization:  # a quantized model was loaded onto its device already
                 model.to(device)
             pad_multiple = 8 if device.type == "cuda" else 1
             train_set = encode(data.train, bundle.tokenizer, cfg.task, cfg.max_length, pad_multiple)

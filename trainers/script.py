@@ -17,7 +17,8 @@ The command line
     (``str()``: ``True``, ``0.001``, ``None``) except nested parameters and lists, which are
     JSON (``--optimizer={"lr": 0.01, "momentum": 0.9}``; W&B writes Python's ``repr``, which
     nothing parses portably). ``trainer_args.nested_args: dotted`` flattens nested parameters
-    into ``--optimizer.lr=0.01`` instead (Hydra/jsonargparse style).
+    into ``--optimizer.lr=0.01`` instead (Hydra/jsonargparse style; ``${args_json}`` and
+    ``${args_json_file}`` always hold the nested JSON).
 
 Metrics: one path
     Whatever the script reports becomes a metric event, and this process (the parent) calls
@@ -370,8 +371,11 @@ _PR_SET_PDEATHSIG = 1
 
 
 def _child_setup(parent: int) -> None:  # runs in the child between fork and exec
-    signal.signal(signal.SIGINT, signal.SIG_DFL)  # local workers ignore Ctrl-C; the script not
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:  # local workers ignore Ctrl-C; the script should not inherit that
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    except (ValueError, OSError):
+        pass
     if _PRCTL is not None:  # the worker dies (killed, OOM) -> the script gets SIGTERM
         _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
         if os.getppid() != parent:

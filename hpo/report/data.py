@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -39,8 +40,9 @@ CURVE_POINTS = 100  # points per curve at most (steps rounded onto a grid of thi
 PARCOORDS_MAX = 3000  # lines in the parallel-coordinates plot
 SLICE_MAX = 2000  # points per parameter in the slice plots
 IMPORTANCE_SAMPLE = 300  # complete trials fANOVA is fitted on
-IMPORTANCE_TREES = 32
+IMPORTANCE_TREES = 64
 CONTOUR_POINTS = 2000  # trial markers drawn over the contour
+STALE_S = 3600.0  # a "running" sweep silent this long is drawn up to its last sign of life
 
 STATE_ORDER = (COMPLETE, PRUNED, FAILED, RUNNING, INTERRUPTED)
 
@@ -395,8 +397,9 @@ def shape_curves(
             f"reported in it; a curve's first and last points always kept): {after:,} of "
             f"{before:,} points drawn."
         )
-    if stops:
-        parts.append(f"Every pruned trial's stop is marked ({len(stops):,} markers), drawn or not.")
+    if stops and total > len(kept):
+        parts.append(f"Every pruned trial's stop is marked ({len(stops):,} markers), its curve "
+                     "drawn or not.")
     return CurveSet(kept, highlight, stops, total, before, after, width, " ".join(parts))
 
 
@@ -511,8 +514,13 @@ def worker_usage(rows: Sequence[TrialRow], start: datetime, end: datetime) -> li
         out.append(
             WorkerUsage(worker, len(items), busy, items[0][0], last, min(1.0, busy / wall), gap)
         )
-    out.sort(key=lambda u: (u.first, u.worker))
+    out.sort(key=lambda u: natural_key(u.worker))
     return out
+
+
+def natural_key(text: str) -> list[Any]:
+    """Sort key that orders ``w2`` before ``w10``."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
 
 
 # --------------------------------------------------------------------------- everything
@@ -539,6 +547,20 @@ class ReportData:
         if self.sweep.started is None:
             return None
         return (self.end - self.sweep.started).total_seconds()
+
+    last_activity: datetime | None = None  # latest trial start/end or metric report
+
+    @property
+    def quiet_s(self) -> float | None:
+        """Seconds between the last sign of life and this report (None without any)."""
+        if self.last_activity is None:
+            return None
+        return max(0.0, (self.generated - self.last_activity).total_seconds())
+
+    @property
+    def stale(self) -> bool:
+        """Marked running, but silent for more than :data:`STALE_S`."""
+        return self.running and (self.quiet_s or 0.0) > STALE_S
 
     def ranked(self) -> list[int]:
         return _ranked(self.frame, self.goal)
@@ -575,11 +597,18 @@ def shape(
     by_number = {r.number: r for r in rows}
     best = by_number[ranked[0]] if ranked else None
     running = str(sweep.status) == RUNNING or counts.get(RUNNING, 0) > 0
+    metrics = list(metrics)
+    times = [t for r in rows for t in (r.started, r.ended) if t is not None]
+    times += [m.logged_at for m in metrics if m.logged_at is not None]
+    last_activity = max(times) if times else None
     if sweep.ended is not None and not running:
         end = sweep.ended
+    elif running:
+        # live: up to now; silent for long (a dead coordinator): up to the last sign of life
+        quiet = (now - last_activity).total_seconds() if last_activity else 0.0
+        end = now if quiet <= STALE_S or last_activity is None else last_activity
     else:
-        ends = [r.ended for r in rows if r.ended] + ([now] if running else [])
-        end = max(ends) if ends else now
+        end = max([r.ended for r in rows if r.ended], default=now)
     curves = shape_curves(metrics, objective, frame, goal)
     max_step = max((int(c.steps[-1]) for c in curves.curves if len(c.steps)), default=0)
     max_step = max([max_step] + [s for _, s, _ in curves.stops])
@@ -596,6 +625,7 @@ def shape(
         generated=now,
         running=running,
         end=end,
+        last_activity=last_activity,
     )
 
 

@@ -126,7 +126,7 @@ def history_figure(
             )
         )
     _layout(fig, height=400)
-    fig.update_xaxes(title_text="trial number", rangemode="tozero")
+    fig.update_xaxes(title_text="trial number")
     fig.update_yaxes(title_text=_objective_title(objective, goal),
                      type="log" if wants_log(values) else "linear")
     return fig
@@ -177,7 +177,7 @@ def curves_figure(
         fig.add_trace(
             _scatter(size)(
                 x=xs, y=ys, customdata=ids, mode="lines", connectgaps=False,
-                name=f"{state} ({len(items):,} curves)",
+                name=f"{state} ({len(items):,} curve{'' if len(items) == 1 else 's'})",
                 line=dict(color=_rgba(STATE_COLORS.get(state, "#555555"), alpha), width=1),
                 hovertemplate=f"trial #%{{customdata}}<br>step %{{x}}<br>{objective} "
                 f"%{{y:.6g}}<extra>{state}</extra>",
@@ -218,22 +218,34 @@ def curves_figure(
     for k, step in enumerate(rungs):
         fig.add_shape(type="line", x0=step, x1=step, xref="x", y0=0, y1=1, yref="paper",
                       line=dict(color="#555", width=1, dash="dash"), layer="below")
-        fig.add_annotation(x=step, y=1, xref="x", yref="paper", text=f"rung {k}",
-                           showarrow=False, yanchor="bottom", font=dict(size=10, color="#555"))
+        fig.add_annotation(x=step, y=1, xref="x", yref="paper", text=f"rung {k} (step {step})",
+                           showarrow=False, textangle=-90, xanchor="right", yanchor="top",
+                           font=dict(size=10, color="#555"))
     values = np.concatenate(all_values) if all_values else np.array([])
-    _layout(fig, height=460, margin=dict(l=60, r=20, t=50, b=50))
-    fig.update_layout(legend=dict(y=1.08))
-    fig.update_xaxes(title_text="step", rangemode="tozero")
+    _layout(fig, height=480, margin=dict(l=60, r=20, t=30, b=50),
+            legend=dict(orientation="v", x=1.01, y=1, xanchor="left", yanchor="top",
+                        font=dict(size=11), groupclick="toggleitem"))
+    fig.update_xaxes(title_text="step")
     fig.update_yaxes(title_text=objective, type="log" if wants_log(values) else "linear")
     return fig
 
 
 # ---------------------------------------------------------------------------- axis encoding
 def _decade_ticks(lo: float, hi: float) -> tuple[list[float], list[str]]:
-    """Tick positions (log10 space) and labels for a log-scaled axis from lo..hi (log10)."""
-    a, b = math.floor(lo), math.ceil(hi)
-    step = max(1, math.ceil((b - a) / 8))
-    vals = [float(e) for e in range(a, b + 1, step) if lo - 1e-9 <= e <= hi + 1e-9]
+    """Tick positions (log10 space) and labels for a log-scaled axis from lo..hi (log10):
+    decades, or 1-2-5 steps when the range spans less than ~3 decades."""
+    vals: list[float] = []
+    for mantissas in ((1,), (1, 2, 5), (1, 1.5, 2, 3, 5, 7)):
+        vals = sorted(
+            math.log10(m) + e
+            for e in range(math.floor(lo) - 1, math.ceil(hi) + 1)
+            for m in mantissas
+            if lo - 1e-9 <= math.log10(m) + e <= hi + 1e-9
+        )
+        if len(vals) >= 3:
+            break
+    if len(vals) > 10:
+        vals = vals[:: math.ceil(len(vals) / 10)]
     if len(vals) < 2:
         vals = [lo, hi] if hi > lo else [lo]
     return vals, [f"{10 ** v:.3g}" for v in vals]
@@ -296,11 +308,14 @@ def parallel_figure(
             dimensions=dims,
             line=dict(color=y, colorscale="Viridis", reversescale=goal != "maximize",
                       showscale=True, colorbar=dict(title=dict(text=_short(objective, 14)))),
-            labelangle=-20,
+            labelangle=-25,
             labelside="top",
+            labelfont=dict(size=11),
+            tickfont=dict(size=9),
+            rangefont=dict(size=9, color="#888"),
         )
     )
-    _layout(fig, height=480, margin=dict(l=70, r=40, t=90, b=30))
+    _layout(fig, height=500, margin=dict(l=70, r=40, t=100, b=30))
     return fig
 
 
@@ -336,7 +351,7 @@ def slice_figure(
     cols = max(1, min(cols, n))
     rows = math.ceil(n / cols)
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=[_short(i.name, 34) for i, _ in columns],
-                        horizontal_spacing=0.06, vertical_spacing=min(0.12, 0.5 / rows),
+                        horizontal_spacing=0.06, vertical_spacing=min(0.15, 0.35 / rows),
                         shared_yaxes=True)
     ylog = wants_log(values)
     rng = np.random.default_rng(0)
@@ -360,15 +375,18 @@ def slice_figure(
                 "%{y:.6g}<extra></extra>"),
             row=r + 1, col=c + 1,
         )
-        fig.update_xaxes(type="log" if info.log else "linear", row=r + 1, col=c + 1, **axis)
+        fig.update_xaxes(type="log" if info.log else "linear", exponentformat="e", row=r + 1,
+                         col=c + 1, **axis)
     fig.update_yaxes(type="log" if ylog else "linear")
     for r in range(rows):
         fig.update_yaxes(title_text=_short(objective, 20), row=r + 1, col=1)
-    fig.update_layout(coloraxis=dict(colorscale="Blues", colorbar=dict(title=dict(text="trial #"),
-                                                                       thickness=12)))
+    fig.update_layout(coloraxis=dict(colorscale=[[0, "#9ecae1"], [1, "#08306b"]],
+                                     colorbar=dict(title=dict(text="trial #"), thickness=12,
+                                                   len=min(1.0, 400 / (60 + 210 * rows)),
+                                                   y=1, yanchor="top")))
     for a in fig.layout.annotations:
         a.font = dict(size=11)
-    _layout(fig, height=60 + 230 * rows, margin=dict(l=60, r=20, t=40, b=40))
+    _layout(fig, height=60 + 210 * rows, margin=dict(l=60, r=20, t=40, b=40))
     return fig
 
 
@@ -423,14 +441,21 @@ def contour_figure(
     if categorical:
         fig.add_trace(go.Heatmap(x=cx, y=cy, z=grid, hoverongaps=False, hovertemplate=hover,
                                  **colors))
-    else:
-        fig.add_trace(go.Contour(x=cx, y=cy, z=grid, connectgaps=True, ncontours=15,
+    else:  # pad with the edge bins so the filled area reaches the data range
+        fig.add_trace(go.Contour(x=np.r_[ex[0], cx, ex[-1]], y=np.r_[ey[0], cy, ey[-1]],
+                                 z=np.pad(grid, 1, mode="edge"), connectgaps=True, ncontours=15,
                                  line=dict(width=0.5), hovertemplate=hover, **colors))
     shown = np.arange(n)
     if n > max_points:
         shown = np.sort(np.random.default_rng(0).choice(n, max_points, replace=False))
+    jitter = np.random.default_rng(1)
+    mx, my = xv[shown], yv[shown]
+    if not x_info.numeric:
+        mx = mx + jitter.uniform(-0.3, 0.3, len(mx))
+    if not y_info.numeric:
+        my = my + jitter.uniform(-0.3, 0.3, len(my))
     fig.add_trace(
-        go.Scatter(x=_f32(xv[shown]), y=_f32(yv[shown]), mode="markers", name="trials",
+        go.Scatter(x=_f32(mx), y=_f32(my), mode="markers", name="trials",
                    marker=dict(size=4, color="rgba(255,255,255,0.8)",
                                line=dict(width=0.5, color="#222")),
                    hoverinfo="skip", showlegend=False)

@@ -43,7 +43,7 @@ from hpo.report.data import (
 )
 from hpo.storage_url import mask_url
 
-MAX_PARALLEL_DIMS = 20
+MAX_PARALLEL_DIMS = 12
 MAX_SLICES = 24
 
 
@@ -160,8 +160,9 @@ def parallel_section(data: ReportData) -> Section:
     if note:
         s.sampled.append(note)
     if any(not f.param(n).numeric for n in names):
-        s.notes.append("Categorical parameters are drawn as evenly spaced categories; "
-                       "'n/a' marks trials without a (conditional) parameter.")
+        s.notes.append("Categorical parameters are drawn as evenly spaced categories.")
+    if any(np.isnan(c).any() for _, c in cols):
+        s.notes.append("'n/a' marks trials without a (conditional) parameter.")
     return s
 
 
@@ -240,7 +241,10 @@ def timeline_section(data: ReportData) -> tuple[Section, list[dict[str, str]]]:
     start = min([start, *(r.started for r in rows)])  # type: ignore[type-var]
     usage = worker_usage(rows, start, data.end)
     s.figure = figs.timeline_figure(rows, usage, end=data.end)
-    if data.running:
+    if data.stale:
+        s.notes.append(f"Running trials are drawn up to the sweep's last sign of life "
+                       f"({_when(data.last_activity)}).")
+    elif data.running:
         s.notes.append("Running trials are drawn up to the time of this report.")
     return s, figs.usage_rows(usage)
 

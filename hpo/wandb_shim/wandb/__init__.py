@@ -305,8 +305,21 @@ def _noop(*args: Any, **kwargs: Any) -> None:
     return None
 
 
-watch = unwatch = save = restore = alert = log_artifact = use_artifact = _noop
-log_model = use_model = link_model = mark_preempting = require = setup = teardown = _noop
+watch = unwatch = save = alert = link_model = mark_preempting = require = _noop
+setup = teardown = _noop
+restore = log_artifact = use_artifact = log_model = use_model = _Ignored()
+
+
+class Error(Exception):
+    """``wandb.Error`` (never raised by the shim)."""
+
+
+def __getattr__(name: str) -> Any:  # wandb.Molecule, wandb.Graph, ...: accepted, ignored
+    if name[:1].isupper():
+        cls = _ignored_class(name)
+        globals()[name] = cls
+        return cls
+    raise AttributeError(f"module 'wandb' (hpo's shim) has no attribute {name!r}")
 
 
 def termlog(string: str = "", *args: Any, **kwargs: Any) -> None:
@@ -406,7 +419,7 @@ class Run:
     def __getattr__(self, name: str) -> Any:  # watch, save, log_artifact, alert, ...
         if name.startswith("__"):
             raise AttributeError(name)
-        return _noop
+        return _Ignored()
 
     def __repr__(self) -> str:
         return f"<hpo wandb shim Run {self.id}>"
@@ -476,6 +489,7 @@ def agent(
 __all__ = [
     "AttrDict",
     "Config",
+    "Error",
     "Run",
     "Summary",
     "agent",
