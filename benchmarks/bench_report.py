@@ -171,8 +171,8 @@ def simulate(n_trials: int, n_params: int = 20, *, steps: int = 27, workers: int
             value = float(values[-1])
         out.append(dict(
             number=n, state=state, flat=flat, params=_nest(flat), values=values,
-            value=value, error=error, worker=f"gpu-node-{w // 4}:{4200 + w}", host=f"gpu-node-{w // 4}",
-            pid=4200 + w, device=f"cuda:{w % 4}", started=begin,
+            value=value, error=error, worker=f"gpu-node-{w // 4}:{4200 + w}",
+            host=f"gpu-node-{w // 4}", pid=4200 + w, device=f"cuda:{w % 4}", started=begin,
             ended=None if state == "running" else end,
             duration_s=None if state == "running" else duration,
         ))

@@ -57,6 +57,13 @@ def noop(params: dict[str, Any], ctx: TrialContext) -> dict[str, float]:
 
 
 def sleep(params: dict[str, Any], ctx: TrialContext) -> dict[str, float]:
-    """Sleeps ``seconds`` (default 0.1) then returns x**2 (a fixed-cost trainer)."""
-    time.sleep(float(params.get("seconds", 0.1)))
+    """Sleeps ``seconds`` (default 0.1) then returns x**2 (a fixed-cost trainer).
+
+    Records the time spent inside it as the trial attr ``busy_s`` (for utilization figures).
+    """
+    t0 = time.perf_counter()
+    seconds = float(params.get("seconds", 0.1))
+    if seconds:
+        time.sleep(seconds)
+    ctx.set_attrs(busy_s=time.perf_counter() - t0)
     return {"loss": float(params.get("x", 0.0)) ** 2}

@@ -13,6 +13,7 @@ import math
 import os
 import shutil
 import signal
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -209,8 +210,11 @@ class Coordinator:
             bar.update(self.tracking.counts(self.name), self._best())
         backend = self._backend()
         interrupted = False
+        restore = self._catch_sigint()
         try:
             while True:
+                if self._sigint:  # a Ctrl-C that Python swallowed (e.g. inside a GC callback)
+                    raise KeyboardInterrupt
                 while backend.free_slots() > 0 and time.monotonic() < deadline:
                     if budget is not None and counted + len(backend.in_flight()) >= budget:
                         break
@@ -238,10 +242,25 @@ class Coordinator:
         else:
             backend.stop()
         finally:
+            restore()
             bar.close()
         self.tracking.end_sweep(self.name, "interrupted" if interrupted else "finished")
         self._keep_best_artifact()
         return self._result(time.monotonic() - started, interrupted)
+
+    def _catch_sigint(self) -> Callable[[], None]:
+        """Remember Ctrl-C in a flag as well as raising, so no interrupt is ever lost."""
+        self._sigint = False
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = signal.getsignal(signal.SIGINT)
+
+        def handler(signum: int, frame: Any) -> None:
+            self._sigint = True
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGINT, handler)
+        return lambda: signal.signal(signal.SIGINT, previous)
 
     def _ask(self) -> TrialJob:
         trial = self.study.ask()

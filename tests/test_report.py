@@ -347,6 +347,28 @@ def test_page_is_one_self_contained_file(mixed, tmp_path):
     assert 'class="sortable"' in html and "aria-sort" in html
 
 
+def test_maximize_goal(sqlite_url):
+    store = TrackingStore(sqlite_url)
+    store.create_sweep("max", config={"metric": {"name": "acc", "goal": "maximize"}},
+                       config_yaml=None, objective="acc", goal="maximize", method="random",
+                       pruner="none", storage=sqlite_url)
+    for n, acc in enumerate([0.5, 0.7, 0.6, 0.9, 0.8]):
+        store.start_trial("max", n, {"x": float(n), "k": "ab"[n % 2]})
+        store.end_trial("max", n, "complete", value=acc)
+    store.end_sweep("max", "finished")
+    store.close()
+    data = _load(sqlite_url, "max")
+    assert data.goal == "maximize" and data.best.number == 3 and data.ranked()[:2] == [3, 4]
+    f = data.frame
+    hist = rfig.history_figure(f.number, f.value, f.state, objective="acc", goal="maximize")
+    best = next(t for t in hist.data if t.name == "best so far")
+    assert list(np.asarray(best.y, dtype=float)) == [0.5, 0.7, 0.9, 0.9]
+    html = render_html("max", sqlite_url)
+    assert "acc (higher is better)" in html and "Partial report" not in html
+    first = re.search(r'<tbody>\s*<tr>\s*<td class="num">1</td><td class="num">(\d+)</td>', html)
+    assert first and first.group(1) == "3"
+
+
 def test_stale_running_sweep_is_drawn_to_its_last_sign_of_life(sqlite_url, tmp_path):
     mixed_sweep(sqlite_url, "stale", start=datetime.now(UTC) - timedelta(days=3)).close()
     data = _load(sqlite_url, "stale")

@@ -141,7 +141,10 @@ class RayBackend(Backend):
 
         if not self._running:
             return []
-        ready, _ = ray.wait(list(self._running), num_returns=len(self._running), timeout=timeout)
+        refs = list(self._running)
+        ready, _ = ray.wait(refs, num_returns=1, timeout=timeout)  # replace each at once
+        if ready:
+            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
         done: list[JobDone] = []
         for ref in ready:
             actor, job = self._running.pop(ref)

@@ -150,7 +150,7 @@ class TrialRow:
     number: int
     state: str
     value: float | None  # finite objective value, else None
-    value_note: str  # "" or why there is no value ("NaN", "inf", "none")
+    value_note: str  # "" or why there is no finite value ("no value or NaN", "inf", "-inf")
     params: dict[str, Any]  # flattened, dotted names
     started: datetime | None
     ended: datetime | None
@@ -202,7 +202,7 @@ def _row(rec: TrialRecord) -> TrialRow:
     note = ""
     if value is None:
         if raw is None:
-            note = "none"
+            note = "no value or NaN"
         elif isinstance(raw, float) and math.isnan(raw):
             note = "NaN"
         else:

@@ -265,9 +265,17 @@ def encode_axis(info: ParamInfo, column: np.ndarray) -> tuple[np.ndarray, dict]:
             return v, dict(tickvals=tv, ticktext=tt, title=f"{info.name} (log)")
         return v, dict(title=f"{info.name} (log)")
     if not info.numeric:
-        return column, dict(tickvals=list(range(len(info.categories))),
-                            ticktext=[_short(c) for c in info.categories], title=info.name)
+        tickvals, ticktext = category_ticks(info.categories)
+        return column, dict(tickvals=tickvals, ticktext=ticktext, title=info.name)
     return column, dict(title=info.name)
+
+
+def category_ticks(categories: Sequence[str], n: int = 18, most: int = 30
+                   ) -> tuple[list[int], list[str]]:
+    """Tick positions and (shortened) labels of a categorical axis; at most ``most`` ticks."""
+    step = max(1, math.ceil(len(categories) / most))
+    idx = list(range(0, len(categories), step))
+    return idx, [_short(categories[i], n) for i in idx]
 
 
 # ---------------------------------------------------------------------------- parallel coords
@@ -350,9 +358,9 @@ def slice_figure(
     n = len(columns)
     cols = max(1, min(cols, n))
     rows = math.ceil(n / cols)
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[_short(i.name, 34) for i, _ in columns],
-                        horizontal_spacing=0.06, vertical_spacing=min(0.15, 0.35 / rows),
-                        shared_yaxes=True)
+    titles = [_short(info.name, 34) for info, _ in columns]
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.06,
+                        vertical_spacing=min(0.15, 0.35 / rows), shared_yaxes=True)
     ylog = wants_log(values)
     rng = np.random.default_rng(0)
     cls = _scatter(len(values))
@@ -364,8 +372,8 @@ def slice_figure(
         axis: dict = {}
         if not info.numeric:
             x = x + rng.uniform(-0.18, 0.18, len(x))  # jitter categories
-            axis = dict(tickvals=list(range(len(info.categories))),
-                        ticktext=[_short(t, 12) for t in info.categories])
+            tickvals, ticktext = category_ticks(info.categories, 12, 12)
+            axis = dict(tickvals=tickvals, ticktext=ticktext)
         fig.add_trace(
             cls(x=x if cls is go.Scatter else _f32(x), y=y, customdata=nums, mode="markers",
                 marker=dict(size=4 if len(values) > 500 else 6, color=nums, coloraxis="coloraxis",

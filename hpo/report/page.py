@@ -35,7 +35,6 @@ from hpo.report.data import (
     SLICE_MAX,
     STATE_ORDER,
     ReportData,
-    TrialRow,
     fmt_duration,
     fmt_value,
     pick_rows,
@@ -79,9 +78,15 @@ def _template() -> jinja2.Template:
         undefined=jinja2.StrictUndefined,
     )
     env.filters["num"] = fmt_value
+    env.filters["cell"] = _cell
     env.filters["dur"] = fmt_duration
     env.filters["when"] = _when
     return env.get_template("page.html.j2")
+
+
+def _cell(value: Any, n: int = 60) -> str:
+    text = fmt_value(value)
+    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 def _when(t: datetime | None) -> str:
@@ -113,10 +118,15 @@ def history_section(data: ReportData) -> Section:
         return s
     s.figure = figs.history_figure(f.number, f.value, f.state, objective=data.objective,
                                    goal=data.goal)
-    n_nan = sum(1 for r in f.rows if r.state in (COMPLETE, PRUNED) and r.value is None)
-    if n_nan:
-        s.notes.append(f"{n_nan:,} complete/pruned trials have no finite value (NaN/None) and "
-                       "are not drawn.")
+    why: dict[str, int] = {}
+    for r in f.rows:
+        if r.state in (COMPLETE, PRUNED) and r.value is None:
+            why[r.value_note] = why.get(r.value_note, 0) + 1
+    if why:
+        n = sum(why.values())
+        detail = ", ".join(f"{k}: {v:,}" for k, v in sorted(why.items()))
+        s.notes.append(f"{n:,} complete/pruned trial{'s have' if n > 1 else ' has'} no finite "
+                       f"value ({detail}) and {'are' if n > 1 else 'is'} not drawn.")
     return s
 
 
@@ -291,10 +301,6 @@ def _failures(data: ReportData) -> tuple[list[dict[str, Any]], int]:
     return out, len(bad)
 
 
-def _best(data: ReportData) -> TrialRow | None:
-    return data.best
-
-
 # ------------------------------------------------------------------------------- page
 def figure_json(fig: go.Figure) -> str:
     """The figure as JSON, without its template (the page adds one shared copy)."""
@@ -334,7 +340,7 @@ def render(data: ReportData) -> str:
         storage=mask_url(sweep.storage) if sweep.storage else "",
         counts=counts,
         total=len(data.frame),
-        best=_best(data),
+        best=data.best,
         sections=sections,
         lb_params=lb_params,
         lb_rows=lb_rows,
@@ -345,15 +351,15 @@ def render(data: ReportData) -> str:
         downsampled=downsampled,
         config_text=sweep.config_yaml or json.dumps(sweep.config, indent=2, default=str),
         versions=", ".join(f"{k} {v}" for k, v in (sweep.versions or {}).items()),
-        figures_json=jinja2_markup(_script_json(blob)),
-        plotly_js=jinja2_markup(plotly_js()),
+        figures_json=_markup(_script_json(blob)),
+        plotly_js=_markup(plotly_js()),
         state_colors=figs.STATE_COLORS,
         running_state=RUNNING,
     )
     return html
 
 
-def jinja2_markup(text: str) -> Any:
+def _markup(text: str) -> Any:
     from markupsafe import Markup
 
     return Markup(text)
