@@ -61,6 +61,10 @@ def sweep(
     counts = ", ".join(f"{v} {k}" for k, v in result.counts.items() if v)
     out.print(f"sweep [bold]{result.name}[/] ({result.storage}): {counts or 'no trials'} "
               f"in {result.wall_time_s:.1f}s")
+    if "agent_command" in result.extra:
+        out.print("sweep created for agents; start any number of them with:")
+        print(result.extra["agent_command"])
+        return
     if result.best_value is not None:
         out.print(f"best trial #{result.best_number}: {result.best_value:.6g} "
                   f"{json.dumps(result.best_params)}")
@@ -69,6 +73,28 @@ def sweep(
     if result.interrupted:
         err.print("interrupted: finished trials are kept; run the same command to resume.")
         raise typer.Exit(130)
+
+
+@app.command()
+def agent(
+    study: Annotated[str, typer.Option("--study", help="Sweep name to join.")],
+    storage: StorageOpt = None,
+    trials: Annotated[int | None, typer.Option(help="Stop after this many trials here.")] = None,
+    max_idle: Annotated[float, typer.Option("--max-idle", help="Seconds to wait for the sweep "
+                                            "to be created.")] = 300.0,
+    lease: Annotated[float, typer.Option("--lease", help="Seconds without heartbeat after "
+                                         "which a trial counts as lost.")] = 60.0,
+) -> None:
+    """Join a sweep and run its trials until the budget is spent (Kubernetes agents)."""
+    import logging
+
+    from hpo.agent import run_agent
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    res = run_agent(study, storage, trials=trials, max_idle_s=max_idle, lease_s=lease)
+    states = ", ".join(f"{v} {k}" for k, v in sorted(res.states.items())) or "no trials"
+    err.print(f"agent done: {res.trials_run} trials ({states}); reaped {res.reaped} lost; "
+              f"stopped: {res.stopped_because}")
 
 
 @app.command()

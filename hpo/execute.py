@@ -116,8 +116,27 @@ class TrialRunner:
             error = f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc(limit=20)}"
         duration = time.perf_counter() - start
         outcome = TrialOutcome(job.number, state, value, metrics, error, duration, self.worker)
+        if self.study._storage.get_trial(job.trial_id).state.is_finished():
+            # its lease ran out and another agent already failed and re-queued it: the retry
+            # owns the result now; recording this one too would count the trial twice
+            return TrialOutcome(job.number, FAILED, None, error="lease expired", worker=self.worker)
         persist(self.study, self.tracking, self.spec.study, outcome)
         return outcome
+
+
+def ask_job(
+    study: optuna.Study, space: Any, tracking: Any, sweep: str, worker: str | None = None
+) -> TrialJob:
+    """Ask the study for a trial (a re-queued one first), sample its params, record it."""
+    from hpo.study import RETRY_OF_ATTR
+
+    trial = study.ask()
+    params = space.suggest(trial)
+    tracking.start_trial(
+        sweep, trial.number, params, retry_of=trial.user_attrs.get(RETRY_OF_ATTR), worker=worker
+    )
+    attempt = int(trial.user_attrs.get("hpo_attempt", 0))
+    return TrialJob(trial.number, trial._trial_id, params, attempt)
 
 
 def _final(
@@ -154,15 +173,57 @@ def _final(
 
 
 def persist(study: optuna.Study, tracking: Any, sweep: str, outcome: TrialOutcome) -> None:
-    """Tell Optuna and end the tracking record. Safe to call for an already-finished trial."""
+    """Tell Optuna and end the tracking record. Safe to call again for a finished trial.
+
+    Both writes are retried with backoff while the database is unreachable (a PostgreSQL
+    restart, a dropped connection), so a finished trial is not lost to a short outage.
+    """
     state = _STATE.get(outcome.state, TrialState.FAIL)
-    try:
+
+    def tell() -> None:
         if state == TrialState.COMPLETE:
             study.tell(outcome.number, outcome.value, state=state, skip_if_finished=True)
         else:
             study.tell(outcome.number, state=state, skip_if_finished=True)
-    finally:
+
+    def record() -> None:
         tracking.end_trial(
             sweep, outcome.number, outcome.state, value=outcome.value,
             metrics=outcome.metrics or None, error=outcome.error,
         )
+
+    try:
+        retry_storage(tell, f"record trial {outcome.number}")
+    finally:
+        retry_storage(record, f"record trial {outcome.number}")
+
+
+def is_storage_outage(exc: BaseException) -> bool:
+    """True for errors that a database coming back would cure (not bad data)."""
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    from hpo.errors import StorageError
+
+    if isinstance(exc, optuna.exceptions.StorageInternalError | OperationalError | StorageError):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+def retry_storage(fn: Any, what: str, *, total_s: float = 120.0) -> Any:
+    """Call ``fn()``; on a storage outage retry with backoff (0.5 s doubling to 8 s)."""
+    import logging
+
+    deadline = time.monotonic() + total_s
+    delay = 0.5
+    while True:
+        try:
+            return fn()
+        except Exception as exc:
+            if not is_storage_outage(exc) or time.monotonic() + delay > deadline:
+                raise
+            logging.getLogger("hpo").warning(
+                "%s: storage unavailable (%s); retrying in %.1fs", what,
+                str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__, delay,
+            )
+            time.sleep(delay)
+            delay = min(delay * 2, 8.0)

@@ -26,7 +26,15 @@ from hpo import study as studies
 from hpo.backends import Backend, JobDone, make_backend
 from hpo.config import SweepConfig, load_config, parse_config
 from hpo.errors import ConfigError
-from hpo.execute import FAILED, INTERRUPTED, RunnerSpec, TrialJob, TrialOutcome, persist
+from hpo.execute import (
+    FAILED,
+    INTERRUPTED,
+    RunnerSpec,
+    TrialJob,
+    TrialOutcome,
+    ask_job,
+    persist,
+)
 from hpo.progress import SweepProgress
 from hpo.space import SearchSpace
 from hpo.storage_url import mask_url, resolve_url
@@ -97,6 +105,8 @@ def run_sweep(
     if config.method == "grid":
         space.grid_points()  # refuses an infinite grid before anything runs
     coordinator = Coordinator(config, name, url, space, objective, ray_address=ray_address)
+    if config.backend == "agents":  # create the sweep; `hpo agent` processes run it
+        return coordinator.prepare_for_agents()
     result = coordinator.run(progress=progress)
     if report:
         result.report_path = _write_report(name, url, None if report is True else report)
@@ -195,6 +205,15 @@ class Coordinator:
             self.study.enqueue_trial(point, skip_if_exists=True)
         self.study.set_user_attr(studies.GRID_ATTR, True)
 
+    def prepare_for_agents(self) -> SweepResult:
+        """Create the study and tracking records (and grid queue) for `hpo agent` processes."""
+        self._enqueue_grid()
+        result = self._result(0.0, False)
+        result.extra["agent_command"] = (
+            f"hpo agent --study {self.name} --storage {mask_url(self.url)}"
+        )
+        return result
+
     # -- the loop ---------------------------------------------------------------------------
     def run(self, progress: bool = False) -> SweepResult:
         started = time.monotonic()
@@ -263,16 +282,10 @@ class Coordinator:
         return lambda: signal.signal(signal.SIGINT, previous)
 
     def _ask(self) -> TrialJob:
-        trial = self.study.ask()
-        self._open[trial.number] = trial._trial_id
-        params = self.space.suggest(trial)
-        retry_of = trial.user_attrs.get(studies.RETRY_OF_ATTR)
-        attempt = int(trial.user_attrs.get("hpo_attempt", 0))
-        self.tracking.start_trial(
-            self.name, trial.number, params, retry_of=retry_of, worker=self.config.backend
-        )
+        job = ask_job(self.study, self.space, self.tracking, self.name, self.config.backend)
+        self._open[job.number] = job.trial_id
         self.trials_run += 1
-        return TrialJob(trial.number, trial._trial_id, params, attempt)
+        return job
 
     def _handle(self, done: JobDone) -> int:
         """Account for a finished or lost job; returns how many budget units it used."""

@@ -2,8 +2,8 @@
 
 Stores are real (SQLite in tmp_path, PostgreSQL where storage matters) and written through
 ``TrackingStore``; the large and browser stores come from benchmarks/bench_report.py's
-simulator. Browser tests use Debian's chromium (/usr/bin/chromium): skipped with a reason
-when it is missing, failed instead when $CI is set.
+simulator. Browser tests use Debian's chromium (/usr/bin/chromium, or $HPO_TEST_CHROMIUM):
+skipped with a printed reason when it is missing, failed instead when $CI is set.
 """
 
 from __future__ import annotations
@@ -31,12 +31,13 @@ from hpo.tracking import TrackingStore
 from hpo.tracking import schema as tschema
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = os.environ.get("HPO_TEST_CHROMIUM", "/usr/bin/chromium")  # Debian's chromium
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_report", ROOT / "benchmarks" /
-                                                  "bench_report.py")
+    spec = importlib.util.spec_from_file_location(
+        "bench_report", ROOT / "benchmarks" / "bench_report.py"
+    )
     module = importlib.util.module_from_spec(spec)
     assert spec.loader is not None
     spec.loader.exec_module(module)
@@ -47,10 +48,12 @@ CONFIG = {
     "method": "tpe",
     "metric": {"name": "loss", "goal": "minimize"},
     "parameters": {
-        "opt": {"parameters": {
-            "lr": {"distribution": "log_uniform_values", "min": 1e-5, "max": 1e-1},
-            "name": {"values": ["adam", "sgd"]},
-        }},
+        "opt": {
+            "parameters": {
+                "lr": {"distribution": "log_uniform_values", "min": 1e-5, "max": 1e-1},
+                "name": {"values": ["adam", "sgd"]},
+            }
+        },
         "layers": {"values": [[64], [64, 64], [128, 64]]},
         "use_bias": {"values": [True, False]},
         "dropout": {"distribution": "uniform", "min": 0.0, "max": 0.5},
@@ -62,10 +65,16 @@ CONFIG = {
 
 def _new_sweep(url: str, name: str, config: dict | None = None) -> TrackingStore:
     store = TrackingStore(url)
-    store.create_sweep(name, config=config or CONFIG, config_yaml="method: tpe\n",
-                       objective="loss", goal="minimize", method="tpe",
-                       pruner="HyperbandPruner(min_resource=2, reduction_factor=3)",
-                       storage=url)
+    store.create_sweep(
+        name,
+        config=config or CONFIG,
+        config_yaml="method: tpe\n",
+        objective="loss",
+        goal="minimize",
+        method="tpe",
+        pruner="HyperbandPruner(min_resource=2, reduction_factor=3)",
+        storage=url,
+    )
     return store
 
 
@@ -76,8 +85,11 @@ def _backdate(url: str, name: str, start: datetime) -> None:
     with engine.begin() as conn:
         sweep_id = conn.scalar(sa.select(sw.c.id).where(sw.c.name == name))
         conn.execute(sa.update(sw).where(sw.c.id == sweep_id).values(started=start))
-        rows = conn.execute(sa.select(tr.c.id, tr.c.number, tr.c.state).where(
-            tr.c.sweep_id == sweep_id).order_by(tr.c.number)).all()
+        rows = conn.execute(
+            sa.select(tr.c.id, tr.c.number, tr.c.state)
+            .where(tr.c.sweep_id == sweep_id)
+            .order_by(tr.c.number)
+        ).all()
         free = [start] * 3
         for row in rows:
             w = row.number % 3
@@ -85,27 +97,39 @@ def _backdate(url: str, name: str, start: datetime) -> None:
             dur = 60.0 + 7 * (row.number % 5)
             end = None if row.state == "running" else begin + timedelta(seconds=dur)
             free[w] = begin + timedelta(seconds=dur)
-            conn.execute(sa.update(tr).where(tr.c.id == row.id).values(
-                started=begin, ended=end, duration_s=None if end is None else dur))
-            conn.execute(sa.update(tschema.metrics).where(
-                tschema.metrics.c.trial_id == row.id).values(logged_at=begin))
+            conn.execute(
+                sa.update(tr)
+                .where(tr.c.id == row.id)
+                .values(started=begin, ended=end, duration_s=None if end is None else dur)
+            )
+            conn.execute(
+                sa.update(tschema.metrics)
+                .where(tschema.metrics.c.trial_id == row.id)
+                .values(logged_at=begin)
+            )
     engine.dispose()
 
 
-def mixed_sweep(url: str, name: str = "mixed", *, finish: bool = False,
-                start: datetime | None = None) -> TrackingStore:
+def mixed_sweep(
+    url: str, name: str = "mixed", *, finish: bool = False, start: datetime | None = None
+) -> TrackingStore:
     """24 trials through the TrackingStore API: complete, pruned, failed, interrupted and
     running; nested, categorical, list-valued and boolean params; a NaN value."""
     store = _new_sweep(url, name)
     rng = np.random.default_rng(3)
     for n in range(24):
         lr = float(10 ** rng.uniform(-5, -1))
-        params = {"opt": {"lr": lr, "name": ["adam", "sgd"][n % 2]},
-                  "layers": [[64], [64, 64], [128, 64]][n % 3], "use_bias": n % 4 == 0,
-                  "dropout": float(rng.uniform(0, 0.5)), "seed": 7}
+        params = {
+            "opt": {"lr": lr, "name": ["adam", "sgd"][n % 2]},
+            "layers": [[64], [64, 64], [128, 64]][n % 3],
+            "use_bias": n % 4 == 0,
+            "dropout": float(rng.uniform(0, 0.5)),
+            "seed": 7,
+        }
         store.start_trial(name, n, params)
-        store.set_trial_worker(name, n, host="node-a", pid=100 + n % 3, worker=f"w{n % 3}",
-                               device=f"cuda:{n % 3}")
+        store.set_trial_worker(
+            name, n, host="node-a", pid=100 + n % 3, worker=f"w{n % 3}", device=f"cuda:{n % 3}"
+        )
         final = abs(math.log10(lr) + 3) + params["dropout"]
         last = 18 if n % 5 else 2 + 4 * (n % 3)  # every 5th trial stops early
         for step in range(1, last + 1, 1 if n % 2 else 2):
@@ -113,9 +137,14 @@ def mixed_sweep(url: str, name: str = "mixed", *, finish: bool = False,
         if n == 22:
             continue  # still running
         if n == 4:
-            store.end_trial(name, n, "failed", value=None,
-                            error="Traceback (most recent call last):\n  File \"t.py\"\n"
-                            "RuntimeError: CUDA out of memory <b>boom</b>")
+            store.end_trial(
+                name,
+                n,
+                "failed",
+                value=None,
+                error='Traceback (most recent call last):\n  File "t.py"\n'
+                "RuntimeError: CUDA out of memory <b>boom</b>",
+            )
         elif n == 9:
             store.end_trial(name, n, "interrupted", value=None, error="coordinator died")
         elif n % 5 == 0:
@@ -123,8 +152,9 @@ def mixed_sweep(url: str, name: str = "mixed", *, finish: bool = False,
         elif n == 7:
             store.end_trial(name, n, "complete", value=float("nan"))
         else:
-            store.end_trial(name, n, "complete", value=final + 2.0 / 18,
-                            metrics={"loss": final + 2.0 / 18})
+            store.end_trial(
+                name, n, "complete", value=final + 2.0 / 18, metrics={"loss": final + 2.0 / 18}
+            )
     if finish:
         store.end_sweep(name, "finished")
     _backdate(url, name, start or datetime.now(UTC) - timedelta(minutes=20))
@@ -151,15 +181,34 @@ def _load(url: str, name: str) -> rdata.ReportData:
 # ------------------------------------------------------------------------------ data
 def test_flatten_and_param_kinds():
     assert rdata.flatten({"a": {"b": 1, "c": {"d": "x"}}, "e": [1, 2]}) == {
-        "a.b": 1, "a.c.d": "x", "e": [1, 2]}
-    rows = [rdata.TrialRow(number=i, state="complete", value=float(i), value_note="",
-                           params=rdata.flatten(p), started=None, ended=None, duration_s=None,
-                           worker="w", device="", steps=None, error=None, retry_of=None)
-            for i, p in enumerate([
+        "a.b": 1,
+        "a.c.d": "x",
+        "e": [1, 2],
+    }
+    rows = [
+        rdata.TrialRow(
+            number=i,
+            state="complete",
+            value=float(i),
+            value_note="",
+            params=rdata.flatten(p),
+            started=None,
+            ended=None,
+            duration_s=None,
+            worker="w",
+            device="",
+            steps=None,
+            error=None,
+            retry_of=None,
+        )
+        for i, p in enumerate(
+            [
                 {"opt": {"lr": 1e-4, "name": "adam"}, "flag": True, "k": [1], "c": 3, "n": 1},
                 {"opt": {"lr": 1e-2, "name": "sgd"}, "flag": False, "k": [1, 2], "c": 3},
                 {"opt": {"lr": 1e-3, "name": "sgd"}, "flag": True, "k": [1], "c": 3, "n": 2},
-            ])]
+            ]
+        )
+    ]
     infos = {p.name: p for p in rdata.param_infos(rows, CONFIG)}
     assert "c" not in infos  # constant
     assert infos["opt.lr"].numeric and infos["opt.lr"].log  # from the config
@@ -180,8 +229,13 @@ def test_load_shapes_a_mixed_store(mixed):
     assert data.best is not None and data.best.value is not None
     nan_row = next(r for r in data.frame.rows if r.number == 7)
     assert nan_row.value is None and nan_row.state == "complete"
-    assert {p.name for p in data.frame.params} == {"opt.lr", "opt.name", "layers", "use_bias",
-                                                   "dropout"}
+    assert {p.name for p in data.frame.params} == {
+        "opt.lr",
+        "opt.name",
+        "layers",
+        "use_bias",
+        "dropout",
+    }
     # hyperband: bracket-0 rungs 2*3^k up to max_iter, and the note says which bracket
     assert data.rungs.steps == [2, 6, 18] and "bracket 0" in data.rungs.note
     # every trial that reported the objective has a curve; pruned stops marked
@@ -199,25 +253,49 @@ def test_curve_downsampling_is_deterministic_and_said(mixed):
     store = TrackingStore(url)
     metrics = store.metrics("mixed")
     store.close()
-    a = rdata.shape_curves(metrics, "loss", data.frame, "minimize", top=3, max_curves=8,
-                           max_points=5)
-    b = rdata.shape_curves(metrics, "loss", data.frame, "minimize", top=3, max_curves=8,
-                           max_points=5)
+    a = rdata.shape_curves(
+        metrics, "loss", data.frame, "minimize", top=3, max_curves=8, max_points=5
+    )
+    b = rdata.shape_curves(
+        metrics, "loss", data.frame, "minimize", top=3, max_curves=8, max_points=5
+    )
     assert [c.number for c in a.curves] == [c.number for c in b.curves]
     assert len(a.curves) == 8 and set(a.highlight) <= {c.number for c in a.curves}
     assert a.highlight == data.ranked()[:3]
     assert a.bin_width == 4 and all(len(c.steps) <= 6 for c in a.curves)
-    assert all(c.steps[-1] == full.steps[-1] for c in a.curves
-               for full in [next(x for x in rdata.shape_curves(
-                   metrics, "loss", data.frame, "minimize").curves if x.number == c.number)])
+    assert all(
+        c.steps[-1] == full.steps[-1]
+        for c in a.curves
+        for full in [
+            next(
+                x
+                for x in rdata.shape_curves(metrics, "loss", data.frame, "minimize").curves
+                if x.number == c.number
+            )
+        ]
+    )
     assert "8 of 24 learning curves" in a.note and "grid of 4 steps" in a.note
 
 
 def test_pick_rows_keeps_the_best_and_a_fixed_sample():
-    rows = [rdata.TrialRow(number=i, state="complete", value=float(i), value_note="",
-                           params={"x": float(i)}, started=None, ended=None, duration_s=None,
-                           worker="w", device="", steps=None, error=None, retry_of=None)
-            for i in range(100)]
+    rows = [
+        rdata.TrialRow(
+            number=i,
+            state="complete",
+            value=float(i),
+            value_note="",
+            params={"x": float(i)},
+            started=None,
+            ended=None,
+            duration_s=None,
+            worker="w",
+            device="",
+            steps=None,
+            error=None,
+            retry_of=None,
+        )
+        for i in range(100)
+    ]
     frame = rdata.TrialFrame(rows, rdata.param_infos(rows, {}))
     idx, note = rdata.pick_rows(frame, 20, "minimize")
     assert len(idx) == 20 and set(range(5)) <= set(frame.number[idx].tolist())
@@ -231,13 +309,27 @@ def test_worker_usage_busy_gaps_and_utilization():
     t0 = datetime(2025, 1, 1, tzinfo=UTC)
 
     def row(n, worker, a, b):
-        return rdata.TrialRow(number=n, state="complete", value=1.0, value_note="", params={},
-                              started=t0 + timedelta(seconds=a),
-                              ended=t0 + timedelta(seconds=b), duration_s=b - a,
-                              worker=worker, device="", steps=None, error=None, retry_of=None)
+        return rdata.TrialRow(
+            number=n,
+            state="complete",
+            value=1.0,
+            value_note="",
+            params={},
+            started=t0 + timedelta(seconds=a),
+            ended=t0 + timedelta(seconds=b),
+            duration_s=b - a,
+            worker=worker,
+            device="",
+            steps=None,
+            error=None,
+            retry_of=None,
+        )
 
-    usage = rdata.worker_usage([row(0, "w10", 0, 50), row(1, "w2", 0, 40), row(2, "w2", 60, 100),
-                                row(3, "w2", 90, 95)], t0, t0 + timedelta(seconds=100))
+    usage = rdata.worker_usage(
+        [row(0, "w10", 0, 50), row(1, "w2", 0, 40), row(2, "w2", 60, 100), row(3, "w2", 90, 95)],
+        t0,
+        t0 + timedelta(seconds=100),
+    )
     assert [u.worker for u in usage] == ["w2", "w10"]
     w2 = usage[0]
     assert w2.busy_s == pytest.approx(80) and w2.longest_gap_s == pytest.approx(20)
@@ -265,8 +357,9 @@ def test_figure_builders_on_a_mixed_store(mixed):
 
     cols = [(f.param(p.name), f.column(p.name)) for p in f.params]
     m = f.mask("complete", with_value=True)
-    par = rfig.parallel_figure([(i, c[m]) for i, c in cols], f.value[m], objective="loss",
-                               goal="minimize")
+    par = rfig.parallel_figure(
+        [(i, c[m]) for i, c in cols], f.value[m], objective="loss", goal="minimize"
+    )
     dims = par.data[0].dimensions
     assert len(dims) == len(cols) + 1 and dims[-1].label == "loss"
     cat = next(d for d in dims if d.label == "layers")
@@ -276,17 +369,30 @@ def test_figure_builders_on_a_mixed_store(mixed):
     imp = rfig.importance_figure(data.importances)
     assert imp.data[0].orientation == "h" and len(imp.data[0].y) == len(data.importances)
 
-    sl = rfig.slice_figure([(i, c[m]) for i, c in cols], f.value[m], f.number[m],
-                           objective="loss", goal="minimize")
+    sl = rfig.slice_figure(
+        [(i, c[m]) for i, c in cols], f.value[m], f.number[m], objective="loss", goal="minimize"
+    )
     assert len(sl.data) == len(cols)
 
-    con, note = rfig.contour_figure(f.param("opt.lr"), f.column("opt.lr")[m],
-                                    f.param("dropout"), f.column("dropout")[m], f.value[m],
-                                    objective="loss", goal="minimize")
+    con, note = rfig.contour_figure(
+        f.param("opt.lr"),
+        f.column("opt.lr")[m],
+        f.param("dropout"),
+        f.column("dropout")[m],
+        f.value[m],
+        objective="loss",
+        goal="minimize",
+    )
     assert con.data[0].type == "contour" and "bins" in note
-    heat, _ = rfig.contour_figure(f.param("opt.name"), f.column("opt.name")[m],
-                                  f.param("dropout"), f.column("dropout")[m], f.value[m],
-                                  objective="loss", goal="minimize")
+    heat, _ = rfig.contour_figure(
+        f.param("opt.name"),
+        f.column("opt.name")[m],
+        f.param("dropout"),
+        f.column("dropout")[m],
+        f.value[m],
+        objective="loss",
+        goal="minimize",
+    )
     assert heat.data[0].type == "heatmap"  # a categorical axis: bins are the categories
 
     rows = [r for r in f.rows if r.started]
@@ -304,8 +410,9 @@ def test_webgl_for_big_traces_svg_for_small():
     states = np.array(["complete"] * n, dtype=object)
     big = rfig.history_figure(numbers, values, states, objective="loss", goal="minimize")
     assert big.data[0].type == "scattergl"
-    small = rfig.history_figure(numbers[:50], values[:50], states[:50], objective="loss",
-                                goal="minimize")
+    small = rfig.history_figure(
+        numbers[:50], values[:50], states[:50], objective="loss", goal="minimize"
+    )
     assert small.data[0].type == "scatter"
 
 
@@ -323,8 +430,7 @@ def assert_self_contained(html: str) -> None:
 
 
 def _figures(html: str) -> dict:
-    blob = re.search(r'<script type="application/json" id="hpo-figures">(.*?)</script>',
-                     html, re.S)
+    blob = re.search(r'<script type="application/json" id="hpo-figures">(.*?)</script>', html, re.S)
     assert blob
     return json.loads(blob.group(1))
 
@@ -336,22 +442,36 @@ def test_page_is_one_self_contained_file(mixed, tmp_path):
     html = out.read_text("utf-8")
     assert_self_contained(html)
     spec = _figures(html)
-    assert spec["order"] == ["fig-history", "fig-curves", "fig-parallel", "fig-importance",
-                             "fig-slice", "fig-contour", "fig-timeline"]
+    assert spec["order"] == [
+        "fig-history",
+        "fig-curves",
+        "fig-parallel",
+        "fig-importance",
+        "fig-slice",
+        "fig-contour",
+        "fig-timeline",
+    ]
     for fid in spec["order"]:
         assert f'id="{fid}"' in html and "template" not in spec["figures"][fid]["layout"]
     assert "Partial report" in html and "still running" in html  # one trial still running
     assert "RuntimeError: CUDA out of memory &lt;b&gt;boom&lt;/b&gt;" in html  # escaped
-    assert "<details class=\"failure\">" in html and "coordinator died" in html
+    assert '<details class="failure">' in html and "coordinator died" in html
     assert "rung" in html and "bracket 0" in html
     assert 'class="sortable"' in html and "aria-sort" in html
 
 
 def test_maximize_goal(sqlite_url):
     store = TrackingStore(sqlite_url)
-    store.create_sweep("max", config={"metric": {"name": "acc", "goal": "maximize"}},
-                       config_yaml=None, objective="acc", goal="maximize", method="random",
-                       pruner="none", storage=sqlite_url)
+    store.create_sweep(
+        "max",
+        config={"metric": {"name": "acc", "goal": "maximize"}},
+        config_yaml=None,
+        objective="acc",
+        goal="maximize",
+        method="random",
+        pruner="none",
+        storage=sqlite_url,
+    )
     for n, acc in enumerate([0.5, 0.7, 0.6, 0.9, 0.8]):
         store.start_trial("max", n, {"x": float(n), "k": "ab"[n % 2]})
         store.end_trial("max", n, "complete", value=acc)
@@ -380,9 +500,16 @@ def test_stale_running_sweep_is_drawn_to_its_last_sign_of_life(sqlite_url, tmp_p
 
 def test_storage_password_is_masked(tmp_path, sqlite_url):
     store = TrackingStore(sqlite_url)
-    store.create_sweep("pw", config=CONFIG, config_yaml=None, objective="loss",
-                       goal="minimize", method="tpe", pruner="none",
-                       storage="postgresql+psycopg2://alice:hunter2@db:5432/hpo")
+    store.create_sweep(
+        "pw",
+        config=CONFIG,
+        config_yaml=None,
+        objective="loss",
+        goal="minimize",
+        method="tpe",
+        pruner="none",
+        storage="postgresql+psycopg2://alice:hunter2@db:5432/hpo",
+    )
     store.close()
     html = render_html("pw", sqlite_url)
     assert "hunter2" not in html and "alice:***@db" in html
@@ -436,11 +563,17 @@ def test_one_completed_trial(sqlite_url, tmp_path):
 def test_one_completed_among_others(sqlite_url, tmp_path):
     store = _new_sweep(sqlite_url, "few")
     for n, state in enumerate(["complete", "failed", "pruned"]):
-        store.start_trial("few", n, {"opt": {"lr": 10.0 ** -(n + 2), "name": "ab"[n % 2]},
-                                     "dropout": 0.1 * n})
+        store.start_trial(
+            "few", n, {"opt": {"lr": 10.0 ** -(n + 2), "name": "ab"[n % 2]}, "dropout": 0.1 * n}
+        )
         store.log_metrics("few", n, 1, {"loss": 1.0 + n})
-        store.end_trial("few", n, state, value=None if state == "failed" else 1.0 + n,
-                        error="ValueError: bad" if state == "failed" else None)
+        store.end_trial(
+            "few",
+            n,
+            state,
+            value=None if state == "failed" else 1.0 + n,
+            error="ValueError: bad" if state == "failed" else None,
+        )
     store.close()
     html = build_report("few", sqlite_url, tmp_path / "f.html").read_text("utf-8")
     spec = _figures(html)
@@ -469,8 +602,10 @@ def test_report_on_each_storage(storage_url, tmp_path):
 # ------------------------------------------------------------------------------ browser
 def _chromium() -> str:
     if not os.path.exists(CHROMIUM):
-        reason = (f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y "
-                  "chromium) to run the real-browser report tests")
+        reason = (
+            f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y "
+            "chromium) to run the real-browser report tests"
+        )
         if os.environ.get("CI"):
             pytest.fail(reason + " ($CI is set: browser tests must not be skipped)")
         print(reason)
@@ -478,15 +613,31 @@ def _chromium() -> str:
     return CHROMIUM
 
 
-def open_in_chromium(html_path: Path, tmp_path: Path, *, screenshot: Path | None = None,
-                     webgl: bool = True, height: int = 7000) -> str:
+def open_in_chromium(
+    html_path: Path,
+    tmp_path: Path,
+    *,
+    screenshot: Path | None = None,
+    webgl: bool = True,
+    height: int = 7000,
+) -> str:
     """Load the page headless; return the DOM after the scripts ran (and take a
     screenshot)."""
     profile = tmp_path / f"chromium-profile-{time.monotonic_ns()}"
-    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           "--no-first-run", "--no-default-browser-check", f"--user-data-dir={profile}",
-           f"--window-size=1400,{height}", "--virtual-time-budget=60000"]
+    cmd = [
+        _chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--no-default-browser-check",
+        f"--user-data-dir={profile}",
+        f"--window-size=1400,{height}",
+        "--virtual-time-budget=60000",
+    ]
     if not webgl:
         cmd.append("--disable-3d-apis")
     if screenshot is not None:
@@ -577,8 +728,9 @@ def test_scale_5000_trials_20_params(tmp_path):
     page = build_report("big", url, tmp_path / "big.html")
     built = time.perf_counter() - t
     size = page.stat().st_size
-    print(f"5000x20 store written in {made:.1f} s; report built in {built:.1f} s, "
-          f"{size / 1e6:.2f} MB")
+    print(
+        f"5000x20 store written in {made:.1f} s; report built in {built:.1f} s, {size / 1e6:.2f} MB"
+    )
     assert size < 10_000_000
     html = page.read_text("utf-8")
     assert_self_contained(html)
@@ -586,5 +738,7 @@ def test_scale_5000_trials_20_params(tmp_path):
     if os.path.exists(CHROMIUM) or os.environ.get("CI"):
         dom = open_in_chromium(page, tmp_path, screenshot=tmp_path / "big.png")
         attrs = check_rendered(dom, html)
-        print(f"chromium rendered {attrs['rendered']} plots; page scripts done at "
-              f"{attrs.get('ms')} ms (virtual time)")
+        print(
+            f"chromium rendered {attrs['rendered']} plots; page scripts done at "
+            f"{attrs.get('ms')} ms (virtual time)"
+        )

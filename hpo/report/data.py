@@ -83,9 +83,7 @@ def finite(value: Any) -> float | None:
 
 
 def is_number(value: Any) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(
-        value, bool
-    )
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
 
 
 def category_label(value: Any) -> str:
@@ -398,8 +396,9 @@ def shape_curves(
             f"{before:,} points drawn."
         )
     if stops and total > len(kept):
-        parts.append(f"Every pruned trial's stop is marked ({len(stops):,} markers), its curve "
-                     "drawn or not.")
+        parts.append(
+            f"Every pruned trial's stop is marked ({len(stops):,} markers), its curve drawn or not."
+        )
     return CurveSet(kept, highlight, stops, total, before, after, width, " ".join(parts))
 
 
@@ -449,11 +448,15 @@ def rungs(config: Mapping[str, Any] | None, max_step: int) -> Rungs:
         base = et.get("min_resource") or et.get("min_iter")
         rate = int(et.get("min_early_stopping_rate") or 0)
         if not base:
-            return Rungs([], "ASHA with min_resource 'auto' (set by Optuna at run time): rungs "
-                             "are not known to the report.")
+            return Rungs(
+                [],
+                "ASHA with min_resource 'auto' (set by Optuna at run time): rungs "
+                "are not known to the report.",
+            )
         start = int(base) * eta**rate
-        what = (f"ASHA rungs at min_iter·eta^k = {int(base)}·{eta}^k"
-                + (f" from k = {rate} (min_early_stopping_rate)" if rate else ""))
+        what = f"ASHA rungs at min_iter·eta^k = {int(base)}·{eta}^k" + (
+            f" from k = {rate} (min_early_stopping_rate)" if rate else ""
+        )
     else:
         base = et.get("min_iter")
         if not base and et.get("max_iter") and et.get("s"):
@@ -461,9 +464,11 @@ def rungs(config: Mapping[str, Any] | None, max_step: int) -> Rungs:
         if not base:
             return Rungs([], "Hyperband without min_iter: rungs are not known to the report.")
         start = int(base)
-        what = (f"Hyperband rungs of bracket 0 at min_iter·eta^k = {int(base)}·{eta}^k "
-                f"(bracket b judges from rung b on, i.e. from {int(base)}·{eta}^b; bracket 0 "
-                "has every rung)")
+        what = (
+            f"Hyperband rungs of bracket 0 at min_iter·eta^k = {int(base)}·{eta}^k "
+            f"(bracket b judges from rung b on, i.e. from {int(base)}·{eta}^b; bracket 0 "
+            "has every rung)"
+        )
     limit = et.get("max_iter") or et.get("max_resource")
     limit = int(limit) if limit and str(limit) != "auto" else max_step
     out = []
@@ -643,11 +648,15 @@ def importances(data: ReportData, storage_url: str | None) -> tuple[dict[str, fl
     frozen, source = _study_trials(data.name, storage_url)
     if frozen is None:
         frozen = _inferred_trials(data)
-        source = ("no Optuna study found, so distributions were inferred from the tracking "
-                  "store (min/max of the values seen; log scale where the config says so)")
+        source = (
+            "no Optuna study found, so distributions were inferred from the tracking "
+            "store (min/max of the values seen; log scale where the config says so)"
+        )
     if len(frozen) < 2:
-        return None, (f"Parameter importances need at least 2 completed trials with a finite "
-                      f"value; this sweep has {len(frozen)}.")
+        return None, (
+            f"Parameter importances need at least 2 completed trials with a finite "
+            f"value; this sweep has {len(frozen)}."
+        )
     total = len(frozen)
     if total > IMPORTANCE_SAMPLE:
         rng = np.random.default_rng(0)
@@ -670,13 +679,20 @@ def importances(data: ReportData, storage_url: str | None) -> tuple[dict[str, fl
         optuna.logging.set_verbosity(verbosity)
     out = {str(k): float(v) for k, v in result.items() if math.isfinite(float(v))}
     if not out:
-        return None, ("Parameter importances: no parameter varies across every completed "
-                      "trial (conditional parameters are left out by fANOVA).")
-    sample = (f"a fixed random sample (seed 0) of {len(frozen):,} of {total:,} completed trials"
-              if total > len(frozen) else f"all {total:,} completed trials")
-    note = (f"fANOVA (Optuna FanovaImportanceEvaluator, {IMPORTANCE_TREES} trees, seed 0) "
-            f"fitted on {sample}; {source}. Only parameters present in every one of those "
-            "trials are scored.")
+        return None, (
+            "Parameter importances: no parameter varies across every completed "
+            "trial (conditional parameters are left out by fANOVA)."
+        )
+    sample = (
+        f"a fixed random sample (seed 0) of {len(frozen):,} of {total:,} completed trials"
+        if total > len(frozen)
+        else f"all {total:,} completed trials"
+    )
+    note = (
+        f"fANOVA (Optuna FanovaImportanceEvaluator, {IMPORTANCE_TREES} trees, seed 0) "
+        f"fitted on {sample}; {source}. Only parameters present in every one of those "
+        "trials are scored."
+    )
     return out, note
 
 
@@ -765,6 +781,8 @@ def pick_rows(frame: TrialFrame, limit: int, goal: str) -> tuple[np.ndarray, str
     by_number = {int(frame.number[i]): int(i) for i in rest}
     sample = [by_number[n] for n in deterministic_sample(by_number, limit - n_top)]
     chosen = np.sort(np.r_[top, np.asarray(sample, dtype=np.int64)]).astype(np.int64)
-    note = (f"{len(chosen):,} of {len(idx):,} completed trials drawn: the {n_top:,} best plus a "
-            f"fixed (hash-of-trial-number) sample of {len(chosen) - n_top:,} of the rest.")
+    note = (
+        f"{len(chosen):,} of {len(idx):,} completed trials drawn: the {n_top:,} best plus a "
+        f"fixed (hash-of-trial-number) sample of {len(chosen) - n_top:,} of the rest."
+    )
     return chosen, note

@@ -36,10 +36,25 @@ STATE_COLORS = {
     RUNNING: "#2ca02c",
     INTERRUPTED: "#7f7f7f",
 }
-STATE_SYMBOLS = {COMPLETE: "circle", PRUNED: "x", FAILED: "triangle-down", RUNNING: "star",
-                 INTERRUPTED: "diamond"}
-PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf",
-           "#bcbd22", "#ff7f0e", "#393b79")
+STATE_SYMBOLS = {
+    COMPLETE: "circle",
+    PRUNED: "x",
+    FAILED: "triangle-down",
+    RUNNING: "star",
+    INTERRUPTED: "diamond",
+}
+PALETTE = (
+    "#1f77b4",
+    "#d62728",
+    "#2ca02c",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#17becf",
+    "#bcbd22",
+    "#ff7f0e",
+    "#393b79",
+)
 GL_POINTS = 1000  # traces with more points than this are drawn with WebGL
 TEMPLATE = "plotly_white"
 FONT = dict(family="system-ui, -apple-system, Segoe UI, Roboto, sans-serif", size=12)
@@ -101,9 +116,12 @@ def history_figure(
                 y=values[m],
                 mode="markers",
                 name=f"{state} ({n:,})",
-                marker=dict(color=STATE_COLORS.get(state, "#555"), size=6 if n < 2000 else 4,
-                            symbol=STATE_SYMBOLS.get(state, "circle"),
-                            opacity=0.85 if state == COMPLETE else 0.6),
+                marker=dict(
+                    color=STATE_COLORS.get(state, "#555"),
+                    size=6 if n < 2000 else 4,
+                    symbol=STATE_SYMBOLS.get(state, "circle"),
+                    opacity=0.85 if state == COMPLETE else 0.6,
+                ),
                 hovertemplate=f"trial #%{{x}}<br>{objective} %{{y:.6g}}<extra>{state}</extra>",
             )
         )
@@ -120,15 +138,19 @@ def history_figure(
             yb.append(yb[-1])
         fig.add_trace(
             go.Scatter(
-                x=np.asarray(xb, dtype=np.int32), y=np.asarray(yb), mode="lines",
-                line=dict(color="#111", width=2, shape="hv"), name="best so far",
+                x=np.asarray(xb, dtype=np.int32),
+                y=np.asarray(yb),
+                mode="lines",
+                line=dict(color="#111", width=2, shape="hv"),
+                name="best so far",
                 hovertemplate="best so far %{y:.6g}<extra>after #%{x}</extra>",
             )
         )
     _layout(fig, height=400)
     fig.update_xaxes(title_text="trial number")
-    fig.update_yaxes(title_text=_objective_title(objective, goal),
-                     type="log" if wants_log(values) else "linear")
+    fig.update_yaxes(
+        title_text=_objective_title(objective, goal), type="log" if wants_log(values) else "linear"
+    )
     return fig
 
 
@@ -176,7 +198,11 @@ def curves_figure(
             i += k + 1
         fig.add_trace(
             _scatter(size)(
-                x=xs, y=ys, customdata=ids, mode="lines", connectgaps=False,
+                x=xs,
+                y=ys,
+                customdata=ids,
+                mode="lines",
+                connectgaps=False,
                 name=f"{state} ({len(items):,} curve{'' if len(items) == 1 else 's'})",
                 line=dict(color=_rgba(STATE_COLORS.get(state, "#555555"), alpha), width=1),
                 hovertemplate=f"trial #%{{customdata}}<br>step %{{x}}<br>{objective} "
@@ -192,9 +218,12 @@ def curves_figure(
         label = f"#{number}" + (f" = {final:.4g}" if final is not None else "")
         fig.add_trace(
             go.Scatter(
-                x=c.steps.astype(np.int32), y=c.values, mode="lines",
-                name=label, legendgroup="best", legendgrouptitle_text=(
-                    f"best {len(highlight)}" if rank == 0 else None),
+                x=c.steps.astype(np.int32),
+                y=c.values,
+                mode="lines",
+                name=label,
+                legendgroup="best",
+                legendgrouptitle_text=(f"best {len(highlight)}" if rank == 0 else None),
                 line=dict(color=PALETTE[rank % len(PALETTE)], width=2),
                 hovertemplate=f"trial #{number}<br>step %{{x}}<br>{objective} "
                 f"%{{y:.6g}}<extra>best #{rank + 1}</extra>",
@@ -206,25 +235,61 @@ def curves_figure(
         ys = _f32([s[2] for s in curves.stops])
         fig.add_trace(
             _scatter(len(xs))(
-                x=xs, y=ys, customdata=numbers, mode="markers",
+                x=xs,
+                y=ys,
+                customdata=numbers,
+                mode="markers",
                 name=f"pruned here ({len(xs):,})",
-                marker=dict(symbol="x", size=7, color=STATE_COLORS[PRUNED],
-                            line=dict(width=1, color="#7a3500")),
+                marker=dict(
+                    symbol="x",
+                    size=7,
+                    color=STATE_COLORS[PRUNED],
+                    line=dict(width=1, color="#7a3500"),
+                ),
                 hovertemplate="trial #%{customdata} pruned at step %{x}<br>"
                 f"{objective} %{{y:.6g}}<extra>pruned</extra>",
             )
         )
         all_values.append(ys)
     for k, step in enumerate(rungs):
-        fig.add_shape(type="line", x0=step, x1=step, xref="x", y0=0, y1=1, yref="paper",
-                      line=dict(color="#555", width=1, dash="dash"), layer="below")
-        fig.add_annotation(x=step, y=1, xref="x", yref="paper", text=f"rung {k} (step {step})",
-                           showarrow=False, textangle=-90, xanchor="right", yanchor="top",
-                           font=dict(size=10, color="#555"))
+        fig.add_shape(
+            type="line",
+            x0=step,
+            x1=step,
+            xref="x",
+            y0=0,
+            y1=1,
+            yref="paper",
+            line=dict(color="#555", width=1, dash="dash"),
+            layer="below",
+        )
+        fig.add_annotation(
+            x=step,
+            y=1,
+            xref="x",
+            yref="paper",
+            text=f"rung {k} (step {step})",
+            showarrow=False,
+            textangle=-90,
+            xanchor="right",
+            yanchor="top",
+            font=dict(size=10, color="#555"),
+        )
     values = np.concatenate(all_values) if all_values else np.array([])
-    _layout(fig, height=480, margin=dict(l=60, r=20, t=30, b=50),
-            legend=dict(orientation="v", x=1.01, y=1, xanchor="left", yanchor="top",
-                        font=dict(size=11), groupclick="toggleitem"))
+    _layout(
+        fig,
+        height=480,
+        margin=dict(l=60, r=20, t=30, b=50),
+        legend=dict(
+            orientation="v",
+            x=1.01,
+            y=1,
+            xanchor="left",
+            yanchor="top",
+            font=dict(size=11),
+            groupclick="toggleitem",
+        ),
+    )
     fig.update_xaxes(title_text="step")
     fig.update_yaxes(title_text=objective, type="log" if wants_log(values) else "linear")
     return fig
@@ -248,7 +313,7 @@ def _decade_ticks(lo: float, hi: float) -> tuple[list[float], list[str]]:
         vals = vals[:: math.ceil(len(vals) / 10)]
     if len(vals) < 2:
         vals = [lo, hi] if hi > lo else [lo]
-    return vals, [f"{10 ** v:.3g}" for v in vals]
+    return vals, [f"{10**v:.3g}" for v in vals]
 
 
 def _short(text: str, n: int = 18) -> str:
@@ -270,8 +335,9 @@ def encode_axis(info: ParamInfo, column: np.ndarray) -> tuple[np.ndarray, dict]:
     return column, dict(title=info.name)
 
 
-def category_ticks(categories: Sequence[str], n: int = 18, most: int = 30
-                   ) -> tuple[list[int], list[str]]:
+def category_ticks(
+    categories: Sequence[str], n: int = 18, most: int = 30
+) -> tuple[list[int], list[str]]:
     """Tick positions and (shortened) labels of a categorical axis; at most ``most`` ticks."""
     step = max(1, math.ceil(len(categories) / most))
     idx = list(range(0, len(categories), step))
@@ -314,8 +380,13 @@ def parallel_figure(
     fig = go.Figure(
         go.Parcoords(
             dimensions=dims,
-            line=dict(color=y, colorscale="Viridis", reversescale=goal != "maximize",
-                      showscale=True, colorbar=dict(title=dict(text=_short(objective, 14)))),
+            line=dict(
+                color=y,
+                colorscale="Viridis",
+                reversescale=goal != "maximize",
+                showscale=True,
+                colorbar=dict(title=dict(text=_short(objective, 14))),
+            ),
             labelangle=-25,
             labelside="top",
             labelfont=dict(size=11),
@@ -334,9 +405,16 @@ def importance_figure(importances: Mapping[str, float]) -> go.Figure:
     names = [k for k, _ in items]
     vals = [v for _, v in items]
     fig = go.Figure(
-        go.Bar(x=vals, y=names, orientation="h", marker_color="#1f77b4",
-               text=[f"{v:.1%}" for v in vals], textposition="outside", cliponaxis=False,
-               hovertemplate="%{y}: %{x:.3f}<extra></extra>")
+        go.Bar(
+            x=vals,
+            y=names,
+            orientation="h",
+            marker_color="#1f77b4",
+            text=[f"{v:.1%}" for v in vals],
+            textposition="outside",
+            cliponaxis=False,
+            hovertemplate="%{y}: %{x:.3f}<extra></extra>",
+        )
     )
     _layout(fig, height=max(220, 40 + 24 * len(names)), margin=dict(l=160, r=60, t=20, b=40))
     fig.update_xaxes(title_text="importance (fraction of variance)", rangemode="tozero")
@@ -359,8 +437,14 @@ def slice_figure(
     cols = max(1, min(cols, n))
     rows = math.ceil(n / cols)
     titles = [_short(info.name, 34) for info, _ in columns]
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=titles, horizontal_spacing=0.06,
-                        vertical_spacing=min(0.15, 0.35 / rows), shared_yaxes=True)
+    fig = make_subplots(
+        rows=rows,
+        cols=cols,
+        subplot_titles=titles,
+        horizontal_spacing=0.06,
+        vertical_spacing=min(0.15, 0.35 / rows),
+        shared_yaxes=True,
+    )
     ylog = wants_log(values)
     rng = np.random.default_rng(0)
     cls = _scatter(len(values))
@@ -375,23 +459,43 @@ def slice_figure(
             tickvals, ticktext = category_ticks(info.categories, 12, 12)
             axis = dict(tickvals=tickvals, ticktext=ticktext)
         fig.add_trace(
-            cls(x=x if cls is go.Scatter else _f32(x), y=y, customdata=nums, mode="markers",
-                marker=dict(size=4 if len(values) > 500 else 6, color=nums, coloraxis="coloraxis",
-                            opacity=0.75),
-                showlegend=False, name=info.name,
+            cls(
+                x=x if cls is go.Scatter else _f32(x),
+                y=y,
+                customdata=nums,
+                mode="markers",
+                marker=dict(
+                    size=4 if len(values) > 500 else 6,
+                    color=nums,
+                    coloraxis="coloraxis",
+                    opacity=0.75,
+                ),
+                showlegend=False,
+                name=info.name,
                 hovertemplate=f"trial #%{{customdata}}<br>{info.name} %{{x:.4g}}<br>{objective} "
-                "%{y:.6g}<extra></extra>"),
-            row=r + 1, col=c + 1,
+                "%{y:.6g}<extra></extra>",
+            ),
+            row=r + 1,
+            col=c + 1,
         )
-        fig.update_xaxes(type="log" if info.log else "linear", exponentformat="e", row=r + 1,
-                         col=c + 1, **axis)
+        fig.update_xaxes(
+            type="log" if info.log else "linear", exponentformat="e", row=r + 1, col=c + 1, **axis
+        )
     fig.update_yaxes(type="log" if ylog else "linear")
     for r in range(rows):
         fig.update_yaxes(title_text=_short(objective, 20), row=r + 1, col=1)
-    fig.update_layout(coloraxis=dict(colorscale=[[0, "#9ecae1"], [1, "#08306b"]],
-                                     colorbar=dict(title=dict(text="trial #"), thickness=12,
-                                                   len=min(1.0, 400 / (60 + 210 * rows)),
-                                                   y=1, yanchor="top")))
+    fig.update_layout(
+        coloraxis=dict(
+            colorscale=[[0, "#9ecae1"], [1, "#08306b"]],
+            colorbar=dict(
+                title=dict(text="trial #"),
+                thickness=12,
+                len=min(1.0, 400 / (60 + 210 * rows)),
+                y=1,
+                yanchor="top",
+            ),
+        )
+    )
     for a in fig.layout.annotations:
         a.font = dict(size=11)
     _layout(fig, height=60 + 210 * rows, margin=dict(l=60, r=20, t=40, b=40))
@@ -440,19 +544,34 @@ def contour_figure(
         grid = np.where(count > 0, total / count, np.nan)
     cx = (ex[:-1] + ex[1:]) / 2
     cy = (ey[:-1] + ey[1:]) / 2
-    colors = dict(colorscale="Viridis", reversescale=goal != "maximize",
-                  colorbar=dict(title=dict(text=f"mean {_short(objective, 12)}")))
+    colors = dict(
+        colorscale="Viridis",
+        reversescale=goal != "maximize",
+        colorbar=dict(title=dict(text=f"mean {_short(objective, 12)}")),
+    )
     categorical = not (x_info.numeric and y_info.numeric)
     fig = go.Figure()
-    hover = (f"{x_info.name} %{{x:.4g}}<br>{y_info.name} %{{y:.4g}}<br>mean {objective} "
-             "%{z:.6g}<extra></extra>")
+    hover = (
+        f"{x_info.name} %{{x:.4g}}<br>{y_info.name} %{{y:.4g}}<br>mean {objective} "
+        "%{z:.6g}<extra></extra>"
+    )
     if categorical:
-        fig.add_trace(go.Heatmap(x=cx, y=cy, z=grid, hoverongaps=False, hovertemplate=hover,
-                                 **colors))
+        fig.add_trace(
+            go.Heatmap(x=cx, y=cy, z=grid, hoverongaps=False, hovertemplate=hover, **colors)
+        )
     else:  # pad with the edge bins so the filled area reaches the data range
-        fig.add_trace(go.Contour(x=np.r_[ex[0], cx, ex[-1]], y=np.r_[ey[0], cy, ey[-1]],
-                                 z=np.pad(grid, 1, mode="edge"), connectgaps=True, ncontours=15,
-                                 line=dict(width=0.5), hovertemplate=hover, **colors))
+        fig.add_trace(
+            go.Contour(
+                x=np.r_[ex[0], cx, ex[-1]],
+                y=np.r_[ey[0], cy, ey[-1]],
+                z=np.pad(grid, 1, mode="edge"),
+                connectgaps=True,
+                ncontours=15,
+                line=dict(width=0.5),
+                hovertemplate=hover,
+                **colors,
+            )
+        )
     shown = np.arange(n)
     if n > max_points:
         shown = np.sort(np.random.default_rng(0).choice(n, max_points, replace=False))
@@ -463,21 +582,40 @@ def contour_figure(
     if not y_info.numeric:
         my = my + jitter.uniform(-0.3, 0.3, len(my))
     fig.add_trace(
-        go.Scatter(x=_f32(mx), y=_f32(my), mode="markers", name="trials",
-                   marker=dict(size=4, color="rgba(255,255,255,0.8)",
-                               line=dict(width=0.5, color="#222")),
-                   hoverinfo="skip", showlegend=False)
+        go.Scatter(
+            x=_f32(mx),
+            y=_f32(my),
+            mode="markers",
+            name="trials",
+            marker=dict(size=4, color="rgba(255,255,255,0.8)", line=dict(width=0.5, color="#222")),
+            hoverinfo="skip",
+            showlegend=False,
+        )
     )
     _layout(fig, height=520)
-    fig.update_xaxes(title_text=xaxis["title"], tickvals=xaxis.get("tickvals"),
-                     ticktext=xaxis.get("ticktext"), range=[ex[0], ex[-1]])
-    fig.update_yaxes(title_text=yaxis["title"], tickvals=yaxis.get("tickvals"),
-                     ticktext=yaxis.get("ticktext"), range=[ey[0], ey[-1]])
+    fig.update_xaxes(
+        title_text=xaxis["title"],
+        tickvals=xaxis.get("tickvals"),
+        ticktext=xaxis.get("ticktext"),
+        range=[ex[0], ex[-1]],
+    )
+    fig.update_yaxes(
+        title_text=yaxis["title"],
+        tickvals=yaxis.get("tickvals"),
+        ticktext=yaxis.get("ticktext"),
+        range=[ey[0], ey[-1]],
+    )
     empty = int((count == 0).sum())
-    note = (f"Mean {objective} of the {n:,} completed trials in each of {shape[1]}×{shape[0]} "
-            f"bins ({empty} empty bins{' interpolated' if not categorical else ' left blank'})"
-            + (f"; {len(shown):,} of {n:,} trials drawn as markers (fixed random sample)"
-               if len(shown) < n else "") + ".")
+    note = (
+        f"Mean {objective} of the {n:,} completed trials in each of {shape[1]}×{shape[0]} "
+        f"bins ({empty} empty bins{' interpolated' if not categorical else ' left blank'})"
+        + (
+            f"; {len(shown):,} of {n:,} trials drawn as markers (fixed random sample)"
+            if len(shown) < n
+            else ""
+        )
+        + "."
+    )
     return fig, note
 
 
@@ -504,11 +642,21 @@ def timeline_figure(
     for i, u in enumerate(usage):
         bx[3 * i : 3 * i + 2] = [_ms(u.first), _ms(max(end, u.last))]
         by[3 * i : 3 * i + 2] = [i, i]
-    fig.add_trace(go.Scatter(x=bx, y=by, mode="lines", line=dict(color="#c8c8c8", width=1),
-                             name="idle", hoverinfo="skip", connectgaps=False))
+    fig.add_trace(
+        go.Scatter(
+            x=bx,
+            y=by,
+            mode="lines",
+            line=dict(color="#c8c8c8", width=1),
+            name="idle",
+            hoverinfo="skip",
+            connectgaps=False,
+        )
+    )
     for state in STATE_ORDER:
-        items = [r for r in rows if r.state == state and r.started is not None
-                 and r.worker in index]
+        items = [
+            r for r in rows if r.state == state and r.started is not None and r.worker in index
+        ]
         if not items:
             continue
         k = len(items)
@@ -528,7 +676,11 @@ def timeline_figure(
         label = state + (" (until now)" if state == RUNNING else "")
         fig.add_trace(
             _scatter(3 * k)(
-                x=xs, y=ys, customdata=cd, mode="lines", connectgaps=False,
+                x=xs,
+                y=ys,
+                customdata=cd,
+                mode="lines",
+                connectgaps=False,
                 name=f"{label} ({k:,})",
                 line=dict(color=STATE_COLORS.get(state, "#555"), width=width),
                 hovertemplate="trial #%{customdata[0]}<br>%{customdata[1]:.1f} s<br>%{x}"
@@ -539,15 +691,26 @@ def timeline_figure(
     height = int(min(1600, max(260, 110 + (width + 8) * n_workers)))
     _layout(fig, height=height, margin=dict(l=40, r=20, t=40, b=50))
     fig.update_xaxes(type="date", title_text="time (UTC)")
-    fig.update_yaxes(tickvals=list(range(len(usage))), ticktext=ticktext, automargin=True,
-                     showgrid=False, zeroline=False, range=[len(usage) - 0.5, -0.5])
+    fig.update_yaxes(
+        tickvals=list(range(len(usage))),
+        ticktext=ticktext,
+        automargin=True,
+        showgrid=False,
+        zeroline=False,
+        range=[len(usage) - 0.5, -0.5],
+    )
     return fig
 
 
 def usage_rows(usage: Sequence[WorkerUsage]) -> list[dict[str, str]]:
     """Table rows for the utilization table under the timeline."""
     return [
-        dict(worker=u.worker, trials=f"{u.trials:,}", busy=fmt_duration(u.busy_s),
-             utilization=f"{u.utilization:.0%}", gap=fmt_duration(u.longest_gap_s))
+        dict(
+            worker=u.worker,
+            trials=f"{u.trials:,}",
+            busy=fmt_duration(u.busy_s),
+            utilization=f"{u.utilization:.0%}",
+            gap=fmt_duration(u.longest_gap_s),
+        )
         for u in usage
     ]

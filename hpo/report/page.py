@@ -93,9 +93,9 @@ def _when(t: datetime | None) -> str:
     return t.strftime("%Y-%m-%d %H:%M:%S UTC") if t else ""
 
 
-def _script_json(obj: Any) -> str:
-    """JSON safe to put inside <script>: every '<' escaped."""
-    return obj.replace("<", "\\u003c") if isinstance(obj, str) else _script_json(json.dumps(obj))
+def _script_json(text: str) -> str:
+    """JSON text made safe inside <script>: every '<' escaped (valid JSON still)."""
+    return text.replace("<", "\\u003c")
 
 
 # ------------------------------------------------------------------------------- sections
@@ -108,16 +108,21 @@ def _param_order(data: ReportData) -> list[str]:
 
 
 def history_section(data: ReportData) -> Section:
-    s = Section("history", "Optimization history",
-                f"{data.objective} of every trial by trial number, coloured by state; the line is "
-                f"the best complete value so far ({data.goal}).")
+    s = Section(
+        "history",
+        "Optimization history",
+        f"{data.objective} of every trial by trial number, coloured by state; the line is "
+        f"the best complete value so far ({data.goal}).",
+    )
     f = data.frame
     if not np.isfinite(f.value).any():
-        s.missing = ("No trial has a finite objective value yet"
-                     + (" (the sweep is still running)." if data.running else "."))
+        s.missing = "No trial has a finite objective value yet" + (
+            " (the sweep is still running)." if data.running else "."
+        )
         return s
-    s.figure = figs.history_figure(f.number, f.value, f.state, objective=data.objective,
-                                   goal=data.goal)
+    s.figure = figs.history_figure(
+        f.number, f.value, f.state, objective=data.objective, goal=data.goal
+    )
     why: dict[str, int] = {}
     for r in f.rows:
         if r.state in (COMPLETE, PRUNED) and r.value is None:
@@ -125,22 +130,34 @@ def history_section(data: ReportData) -> Section:
     if why:
         n = sum(why.values())
         detail = ", ".join(f"{k}: {v:,}" for k, v in sorted(why.items()))
-        s.notes.append(f"{n:,} complete/pruned trial{'s have' if n > 1 else ' has'} no finite "
-                       f"value ({detail}) and {'are' if n > 1 else 'is'} not drawn.")
+        s.notes.append(
+            f"{n:,} complete/pruned trial{'s have' if n > 1 else ' has'} no finite "
+            f"value ({detail}) and {'are' if n > 1 else 'is'} not drawn."
+        )
     return s
 
 
 def curves_section(data: ReportData) -> Section:
-    s = Section("curves", "Learning curves",
-                f"{data.objective} as reported at each step; the {len(data.curves.highlight)} best "
-                "complete trials in colour, ✕ where a pruned trial was stopped.")
+    s = Section(
+        "curves",
+        "Learning curves",
+        f"{data.objective} as reported at each step; the {len(data.curves.highlight)} best "
+        "complete trials in colour, ✕ where a pruned trial was stopped.",
+    )
     if not data.curves.total:
-        s.missing = (f"No trial reported {data.objective!r} at any step (ctx.report(...)), so "
-                     "there are no learning curves.")
+        s.missing = (
+            f"No trial reported {data.objective!r} at any step (ctx.report(...)), so "
+            "there are no learning curves."
+        )
         return s
     values = {r.number: r.value for r in data.frame.rows}
-    s.figure = figs.curves_figure(data.curves, data.rungs.steps, objective=data.objective,
-                                  goal=data.goal, values_by_number=values)
+    s.figure = figs.curves_figure(
+        data.curves,
+        data.rungs.steps,
+        objective=data.objective,
+        goal=data.goal,
+        values_by_number=values,
+    )
     s.notes.append(data.rungs.note)
     if data.curves.note:
         s.sampled.append(data.curves.note)
@@ -148,22 +165,27 @@ def curves_section(data: ReportData) -> Section:
 
 
 def parallel_section(data: ReportData) -> Section:
-    s = Section("parallel", "Parallel coordinates",
-                "Each line is a completed trial: its parameters and, on the right, its "
-                f"{data.objective}. Drag along an axis to filter.")
+    s = Section(
+        "parallel",
+        "Parallel coordinates",
+        "Each line is a completed trial: its parameters and, on the right, its "
+        f"{data.objective}. Drag along an axis to filter.",
+    )
     f = data.frame
     if not f.params:
         s.missing = "The sweep has no varying parameters."
         return s
     idx, note = pick_rows(f, PARCOORDS_MAX, data.goal)
     if len(idx) < 2:
-        s.missing = (f"Needs at least 2 completed trials with a finite value; this sweep has "
-                     f"{len(idx)}.")
+        s.missing = (
+            f"Needs at least 2 completed trials with a finite value; this sweep has {len(idx)}."
+        )
         return s
     names = _param_order(data)
     if len(names) > MAX_PARALLEL_DIMS:
-        s.sampled.append(f"{MAX_PARALLEL_DIMS} of {len(names)} parameters shown (the most "
-                       "important first).")
+        s.sampled.append(
+            f"{MAX_PARALLEL_DIMS} of {len(names)} parameters shown (the most important first)."
+        )
         names = names[:MAX_PARALLEL_DIMS]
     cols = [(f.param(n), f.column(n)[idx]) for n in names]
     s.figure = figs.parallel_figure(cols, f.value[idx], objective=data.objective, goal=data.goal)
@@ -177,8 +199,11 @@ def parallel_section(data: ReportData) -> Section:
 
 
 def importance_section(data: ReportData) -> Section:
-    s = Section("importance", "Parameter importances",
-                f"How much of the variance of {data.objective} each parameter explains.")
+    s = Section(
+        "importance",
+        "Parameter importances",
+        f"How much of the variance of {data.objective} each parameter explains.",
+    )
     if not data.importances:
         s.missing = data.importance_note or "No parameter importances."
         return s
@@ -190,9 +215,12 @@ def importance_section(data: ReportData) -> Section:
 
 
 def slice_section(data: ReportData) -> Section:
-    s = Section("slice", "Slice plots",
-                f"{data.objective} against each parameter (completed trials), coloured by trial "
-                "number; most important parameter first.")
+    s = Section(
+        "slice",
+        "Slice plots",
+        f"{data.objective} against each parameter (completed trials), coloured by trial "
+        "number; most important parameter first.",
+    )
     f = data.frame
     if not f.params:
         s.missing = "The sweep has no varying parameters."
@@ -206,8 +234,9 @@ def slice_section(data: ReportData) -> Section:
         s.sampled.append(f"{MAX_SLICES} of {len(names)} parameters shown (most important first).")
         names = names[:MAX_SLICES]
     cols = [(f.param(n), f.column(n)[idx]) for n in names]
-    s.figure = figs.slice_figure(cols, f.value[idx], f.number[idx], objective=data.objective,
-                                 goal=data.goal)
+    s.figure = figs.slice_figure(
+        cols, f.value[idx], f.number[idx], objective=data.objective, goal=data.goal
+    )
     if note:
         s.sampled.append(note)
     if len(idx) == 1:
@@ -220,29 +249,43 @@ def contour_section(data: ReportData) -> Section:
     f = data.frame
     names = _param_order(data)
     if len(names) < 2:
-        s.missing = (f"Needs two varying parameters; this sweep has {len(names)}.")
+        s.missing = f"Needs two varying parameters; this sweep has {len(names)}."
         return s
     m = f.mask(COMPLETE, with_value=True)
     x_name, y_name = names[0], names[1]
     both = m & np.isfinite(f.column(x_name)) & np.isfinite(f.column(y_name))
     if both.sum() < 3:
-        s.missing = (f"Needs at least 3 completed trials with {x_name} and {y_name}; this sweep "
-                     f"has {int(both.sum())}.")
+        s.missing = (
+            f"Needs at least 3 completed trials with {x_name} and {y_name}; this sweep "
+            f"has {int(both.sum())}."
+        )
         return s
-    how = ("by importance" if data.importances and x_name in data.importances
-           and y_name in data.importances else "the first two parameters (no importances)")
+    how = (
+        "by importance"
+        if data.importances and x_name in data.importances and y_name in data.importances
+        else "the first two parameters (no importances)"
+    )
     s.intro = f"{x_name} × {y_name} ({how})."
     s.figure, note = figs.contour_figure(
-        f.param(x_name), f.column(x_name)[m], f.param(y_name), f.column(y_name)[m], f.value[m],
-        objective=data.objective, goal=data.goal)
+        f.param(x_name),
+        f.column(x_name)[m],
+        f.param(y_name),
+        f.column(y_name)[m],
+        f.value[m],
+        objective=data.objective,
+        goal=data.goal,
+    )
     s.sampled.append(note)
     return s
 
 
 def timeline_section(data: ReportData) -> tuple[Section, list[dict[str, str]]]:
-    s = Section("timeline", "Timeline",
-                "Trials as bars per worker over time; the thin grey line is idle time. "
-                "Utilization = busy time / sweep wall time.")
+    s = Section(
+        "timeline",
+        "Timeline",
+        "Trials as bars per worker over time; the thin grey line is idle time. "
+        "Utilization = busy time / sweep wall time.",
+    )
     rows = [r for r in data.frame.rows if r.started is not None]
     if not rows:
         s.missing = "No trial has a start time yet."
@@ -252,8 +295,10 @@ def timeline_section(data: ReportData) -> tuple[Section, list[dict[str, str]]]:
     usage = worker_usage(rows, start, data.end)
     s.figure = figs.timeline_figure(rows, usage, end=data.end)
     if data.stale:
-        s.notes.append(f"Running trials are drawn up to the sweep's last sign of life "
-                       f"({_when(data.last_activity)}).")
+        s.notes.append(
+            f"Running trials are drawn up to the sweep's last sign of life "
+            f"({_when(data.last_activity)})."
+        )
     elif data.running:
         s.notes.append("Running trials are drawn up to the time of this report.")
     return s, figs.usage_rows(usage)
@@ -267,9 +312,19 @@ def _leaderboard(data: ReportData) -> tuple[list[str], list[dict[str, Any]], str
     rows = []
     for rank, number in enumerate(ranked[:LEADERBOARD_ROWS], start=1):
         r = by_number[number]
-        rows.append(dict(rank=rank, number=r.number, value=r.value, state=r.state,
-                         duration=r.duration_s, steps=r.steps, device=r.device, worker=r.worker,
-                         params=[(r.params.get(n), _sort_key(r.params.get(n))) for n in names]))
+        rows.append(
+            dict(
+                rank=rank,
+                number=r.number,
+                value=r.value,
+                state=r.state,
+                duration=r.duration_s,
+                steps=r.steps,
+                device=r.device,
+                worker=r.worker,
+                params=[(r.params.get(n), _sort_key(r.params.get(n))) for n in names],
+            )
+        )
     note = ""
     if len(ranked) > LEADERBOARD_ROWS:
         note = f"Top {LEADERBOARD_ROWS} of {len(ranked):,} completed trials."
@@ -295,9 +350,19 @@ def _failures(data: ReportData) -> tuple[list[dict[str, Any]], int]:
             text = f"… ({len(text) - ERROR_CHARS:,} characters cut)\n" + text[-ERROR_CHARS:]
         lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
         summary = lines[-1] if lines else ""
-        out.append(dict(number=r.number, state=r.state, worker=r.worker, device=r.device,
-                        when=r.ended or r.started, duration=r.duration_s,
-                        summary=summary[:200], error=text, params=r.params))
+        out.append(
+            dict(
+                number=r.number,
+                state=r.state,
+                worker=r.worker,
+                device=r.device,
+                when=r.ended or r.started,
+                duration=r.duration_s,
+                summary=summary[:200],
+                error=text,
+                params=r.params,
+            )
+        )
     return out, len(bad)
 
 
@@ -310,19 +375,34 @@ def figure_json(fig: go.Figure) -> str:
 
 def render(data: ReportData) -> str:
     """The whole HTML page for ``data``."""
-    sections = [history_section(data), curves_section(data), parallel_section(data),
-                importance_section(data), slice_section(data), contour_section(data)]
+    sections = [
+        history_section(data),
+        curves_section(data),
+        parallel_section(data),
+        importance_section(data),
+        slice_section(data),
+        contour_section(data),
+    ]
     timeline, usage = timeline_section(data)
     sections.append(timeline)
     plots = [s for s in sections if s.figure is not None]
     template = pio.templates[figs.TEMPLATE].to_plotly_json()
-    blob = "{" + ",".join(
-        [f'"template":{json.dumps(template)}',
-         '"figures":{' + ",".join(
-             f'"fig-{s.id}":{figure_json(s.figure)}' for s in plots  # type: ignore[arg-type]
-         ) + "}",
-         '"order":' + json.dumps([f"fig-{s.id}" for s in plots])]
-    ) + "}"
+    blob = (
+        "{"
+        + ",".join(
+            [
+                f'"template":{json.dumps(template)}',
+                '"figures":{'
+                + ",".join(
+                    f'"fig-{s.id}":{figure_json(s.figure)}'
+                    for s in plots  # type: ignore[arg-type]
+                )
+                + "}",
+                '"order":' + json.dumps([f"fig-{s.id}" for s in plots]),
+            ]
+        )
+        + "}"
+    )
     lb_params, lb_rows, lb_note = _leaderboard(data)
     failures, n_failures = _failures(data)
     counts = [(st, data.counts.get(st, 0)) for st in STATE_ORDER]
@@ -332,8 +412,12 @@ def render(data: ReportData) -> str:
     if len(lb_rows) and lb_note:
         downsampled.append(("Leaderboard", lb_note))
     if n_failures > len(failures):
-        downsampled.append(("Failed trials", f"The last {len(failures)} of {n_failures:,} "
-                            "failed/interrupted trials listed."))
+        downsampled.append(
+            (
+                "Failed trials",
+                f"The last {len(failures)} of {n_failures:,} failed/interrupted trials listed.",
+            )
+        )
     html = _template().render(
         data=data,
         sweep=sweep,

@@ -101,6 +101,8 @@ class Sweep(Base):
     host: Mapped[str | None] = mapped_column(String(256))
     git_commit: Mapped[str | None] = mapped_column(String(64))
     versions: Mapped[Any | None] = mapped_column(_json())
+    # trial slots handed out to agents (budget accounting under concurrency; see store.claim_slot)
+    claimed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Trial(Base):
@@ -128,6 +130,8 @@ class Trial(Base):
     error: Mapped[str | None] = mapped_column(Text)
     attrs: Mapped[Any | None] = mapped_column(_json())
     retry_of: Mapped[int | None] = mapped_column(Integer)
+    # last sign of life from the agent running this trial (NULL: not leased, never expired)
+    heartbeat: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class Metric(Base):

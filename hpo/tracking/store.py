@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib import metadata as importlib_metadata
 from typing import Any, TypeVar
 
@@ -40,6 +40,7 @@ from hpo.errors import StorageError, StudyNotFound
 from hpo.storage_url import engine_kwargs, is_sqlite, mask_url, prepare_sqlite, resolve_url
 from hpo.tracking import schema
 from hpo.tracking.records import (
+    FAILED,
     RUNNING,
     SWEEP_STATUSES,
     TRIAL_STATES,
@@ -534,6 +535,85 @@ class TrackingStore:
             return [int(r.number) for r in rows]
 
         return self._run(f"mark running trials of sweep {sweep!r} as {state}", op)
+
+    # -- leases and budget slots (agents) ----------------------------------------------------
+    def claim_slot(self, sweep: str, budget: int | None) -> bool:
+        """Atomically take one trial slot of the sweep's budget; False when it is spent.
+
+        One conditional UPDATE, so any number of agents on PostgreSQL (row lock) or SQLite
+        (database lock) never hand out more than ``budget`` slots.
+        """
+
+        def op(conn: Connection) -> bool:
+            stmt = sa.update(S).where(S.c.name == sweep).values(claimed=S.c.claimed + 1)
+            if budget is not None:
+                stmt = stmt.where(S.c.claimed < budget)
+            return conn.execute(stmt).rowcount == 1
+
+        return self._run(f"claim a trial slot of sweep {sweep!r}", op)
+
+    def release_slot(self, sweep: str) -> None:
+        """Give a slot back (its trial was lost and is re-queued for another agent)."""
+
+        def op(conn: Connection) -> None:
+            conn.execute(
+                sa.update(S).where(S.c.name == sweep, S.c.claimed > 0)
+                .values(claimed=S.c.claimed - 1)
+            )
+
+        self._run(f"release a trial slot of sweep {sweep!r}", op)
+
+    def heartbeat(self, sweep: str, number: int) -> None:
+        """Renew the lease of a running trial."""
+
+        def op(conn: Connection) -> None:
+            trial_id = self._trial_id(conn, sweep, number)
+            conn.execute(
+                sa.update(TR).where(TR.c.id == trial_id, TR.c.state == RUNNING)
+                .values(heartbeat=_now())
+            )
+
+        self._run(f"heartbeat trial {number} of sweep {sweep!r}", op)
+
+    def expire_lost(
+        self, sweep: str, lease_s: float, reason: str = "agent lost"
+    ) -> list[TrialRecord]:
+        """Fail running trials whose lease ran out; returns the ones THIS call expired.
+
+        Each row is changed by a conditional UPDATE (still running, heartbeat still stale), so
+        when several agents reap at once exactly one of them gets each lost trial.
+        """
+
+        def op(conn: Connection) -> list[TrialRecord]:
+            sweep_id = self._sweep_id(conn, sweep)
+            now = _now()
+            cutoff = now - timedelta(seconds=lease_s)
+            rows = list(conn.execute(
+                sa.select(TR.c.id, TR.c.started).where(
+                    TR.c.sweep_id == sweep_id, TR.c.state == RUNNING,
+                    TR.c.heartbeat.is_not(None), TR.c.heartbeat < cutoff,
+                )
+            ))
+            won = []
+            for row in rows:
+                res = conn.execute(
+                    sa.update(TR).where(
+                        TR.c.id == row.id, TR.c.state == RUNNING, TR.c.heartbeat < cutoff
+                    ).values(
+                        state=FAILED, ended=now, error=f"{reason}: no heartbeat for {lease_s:g}s",
+                        duration_s=(now - row.started).total_seconds() if row.started else None,
+                    )
+                )
+                if res.rowcount == 1:
+                    won.append(row.id)
+            if not won:
+                return []
+            return [
+                _trial_record(sweep, r)
+                for r in conn.execute(sa.select(TR).where(TR.c.id.in_(won)).order_by(TR.c.number))
+            ]
+
+        return self._run(f"expire lost trials of sweep {sweep!r}", op)
 
     def delete_sweep(self, name: str) -> None:
         """Delete a sweep with its trials and metrics. A missing sweep is not an error."""
