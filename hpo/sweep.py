@@ -154,11 +154,7 @@ class Coordinator:
 
     # -- setup ------------------------------------------------------------------------------
     def _runner_spec(self) -> RunnerSpec:
-        blob = None
-        if self.objective is not None:
-            import cloudpickle
-
-            blob = cloudpickle.dumps(self.objective)
+        blob = None if self.objective is None else _pickle_objective(self.objective)
         return RunnerSpec(
             config=self.config.to_dict(), storage=self.url, study=self.name, objective=blob,
             artifact_dir=str(self.artifact_dir.resolve()), cwd=os.getcwd(),
@@ -350,6 +346,32 @@ class Coordinator:
             counts=self.tracking.counts(self.name), wall_time_s=wall,
             trials_run=self.trials_run, interrupted=interrupted,
         )
+
+
+def _pickle_objective(objective: Callable[..., Any]) -> bytes:
+    """Pickle the objective for worker processes and Ray actors.
+
+    Functions from the user's own modules (a script, a test file, a notebook) are pickled by
+    value, since the worker may not be able to import that module; installed packages are
+    pickled by reference as usual.
+    """
+    import sys
+
+    import cloudpickle
+
+    module = sys.modules.get(getattr(objective, "__module__", "") or "")
+    path = str(getattr(module, "__file__", "") or "")
+    by_value = (
+        module is not None and path and module.__name__ not in ("__main__",)
+        and "site-packages" not in path and "dist-packages" not in path
+    )
+    if by_value:
+        cloudpickle.register_pickle_by_value(module)
+    try:
+        return cloudpickle.dumps(objective)
+    finally:
+        if by_value:
+            cloudpickle.unregister_pickle_by_value(module)
 
 
 def _pid_alive(pid: int | None) -> bool:

@@ -175,3 +175,38 @@ def test_bad_ray_address_is_a_clear_error(tmp_path, sqlite_url):
     )
     assert proc.returncode == 2
     assert "Ray" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _memory_hog(params, ctx):
+    """Trial 0 is good; trial 1 holds ~400 MB of torch tensors when it gets pruned."""
+    import torch
+
+    ctx.set_attrs(rss_start_mb=_rss_mb())
+    hog = torch.ones(100 * 2**20, dtype=torch.float32) if ctx.number == 1 else None
+    for step in range(1, 4):
+        ctx.set_attrs(rss_peak_mb=_rss_mb())
+        ctx.report({"loss": 10.0 if ctx.number == 1 else 1.0 / step}, step=step)
+    del hog
+    return {"loss": 1.0 / 3}
+
+
+def test_pruned_torch_trial_returns_its_memory(ray_session, sqlite_url):
+    cfg = {
+        "name": "mem", "method": "random", "metric": {"name": "loss"},
+        "parameters": {"x": {"min": 0.0, "max": 1.0}}, "backend": "ray",
+        "early_terminate": {"type": "median", "n_startup_trials": 1},
+        "storage": sqlite_url, "budget": {"trials": 3},
+    }
+    hpo.run_sweep(cfg, objective=_memory_hog)
+    trials = {t.number: t for t in TrackingStore(sqlite_url).trials("mem")}
+    assert trials[1].state == "pruned" and trials[1].steps == 1
+    assert trials[0].pid == trials[1].pid == trials[2].pid  # the same reused actor
+    held = trials[1].attrs["rss_peak_mb"] - trials[1].attrs["rss_start_mb"]
+    assert held > 350
+    # the next trial on that worker starts with the pruned trial's memory given back
+    assert trials[2].attrs["rss_start_mb"] < trials[1].attrs["rss_peak_mb"] - 300
