@@ -18,9 +18,8 @@ from pathlib import Path
 import optuna
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.common import machine, markdown, storages  # noqa: E402
-
 import hpo  # noqa: E402
+from benchmarks.common import machine, markdown, storages  # noqa: E402
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

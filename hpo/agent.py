@@ -125,9 +125,12 @@ def run_agent(
     poll_s = max(0.2, min(5.0, lease_s / 4))
     result = AgentResult()
     outage_started: float | None = None
+    next_reap = 0.0
     while trials is None or result.trials_run < trials:
         try:
-            result.reaped += reap(runner.study, tracking, study, lease_s, config.max_retries)
+            if time.monotonic() >= next_reap:  # a lost trial waits at most lease + poll_s
+                result.reaped += reap(runner.study, tracking, study, lease_s, config.max_retries)
+                next_reap = time.monotonic() + poll_s
             if not retry_storage(lambda: tracking.claim_slot(study, budget), "claim a trial"):
                 if retry_storage(lambda: tracking.counts(study), "count trials")["running"] == 0:
                     result.stopped_because = "budget spent"

@@ -640,14 +640,22 @@ def importances(data: ReportData, storage_url: str | None) -> tuple[dict[str, fl
 
     Fitted on a fixed random sample of at most :data:`IMPORTANCE_SAMPLE` complete trials
     (fANOVA's cost grows faster than linearly: ~18 s for 1,000 trials x 20 params on 2 cores,
-    ~6 min for 5,000). Uses the Optuna study of the same name (its real distributions) when
-    ``storage_url`` holds one, else distributions inferred from the tracking store.
+    ~6 min for 5,000). The sample is drawn from the tracking store's complete trials; those
+    trials are then read from the Optuna study of the same name (its real distributions) when
+    ``storage_url`` holds one (one by one: loading all of a big study takes seconds), else
+    built with distributions inferred from the tracking store.
     """
     import optuna
 
-    frozen, source = _study_trials(data.name, storage_url)
+    complete = [r.number for r in data.frame.rows if r.state == COMPLETE and r.value is not None]
+    total = len(complete)
+    pick = complete
+    if total > IMPORTANCE_SAMPLE:
+        rng = np.random.default_rng(0)
+        pick = sorted(int(n) for n in rng.choice(complete, IMPORTANCE_SAMPLE, replace=False))
+    frozen, source = _study_trials(data.name, storage_url, pick)
     if frozen is None:
-        frozen = _inferred_trials(data)
+        frozen = _inferred_trials(data, set(pick))
         source = (
             "no Optuna study found, so distributions were inferred from the tracking "
             "store (min/max of the values seen; log scale where the config says so)"
@@ -657,11 +665,6 @@ def importances(data: ReportData, storage_url: str | None) -> tuple[dict[str, fl
             f"Parameter importances need at least 2 completed trials with a finite "
             f"value; this sweep has {len(frozen)}."
         )
-    total = len(frozen)
-    if total > IMPORTANCE_SAMPLE:
-        rng = np.random.default_rng(0)
-        pick = np.sort(rng.choice(total, IMPORTANCE_SAMPLE, replace=False))
-        frozen = [frozen[i] for i in pick]
     direction = "maximize" if data.goal == "maximize" else "minimize"
     evaluator = optuna.importance.FanovaImportanceEvaluator(
         n_trees=IMPORTANCE_TREES, max_depth=64, seed=0
@@ -685,8 +688,8 @@ def importances(data: ReportData, storage_url: str | None) -> tuple[dict[str, fl
         )
     sample = (
         f"a fixed random sample (seed 0) of {len(frozen):,} of {total:,} completed trials"
-        if total > len(frozen)
-        else f"all {total:,} completed trials"
+        if total > len(pick)
+        else f"all {len(frozen):,} completed trials"
     )
     note = (
         f"fANOVA (Optuna FanovaImportanceEvaluator, {IMPORTANCE_TREES} trees, seed 0) "
@@ -696,7 +699,11 @@ def importances(data: ReportData, storage_url: str | None) -> tuple[dict[str, fl
     return out, note
 
 
-def _study_trials(name: str, storage_url: str | None) -> tuple[list[Any] | None, str]:
+def _study_trials(
+    name: str, storage_url: str | None, numbers: Sequence[int]
+) -> tuple[list[Any] | None, str]:
+    """Trials ``numbers`` of the Optuna study ``name`` that are complete with a finite value;
+    None when the storage holds no such study."""
     if not storage_url:
         return None, ""
     import optuna
@@ -708,21 +715,37 @@ def _study_trials(name: str, storage_url: str | None) -> tuple[list[Any] | None,
         storage = optuna.storages.RDBStorage(
             storage_url, engine_kwargs=engine_kwargs(storage_url), skip_table_creation=True
         )
-        try:
-            if name not in optuna.get_all_study_names(storage):
-                return None, ""
-            study = optuna.load_study(study_name=name, storage=storage)
-            trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        finally:
-            storage.remove_session()
-            storage.engine.dispose()
-    except Exception:  # noqa: BLE001 - no Optuna tables, other schema version, ...
+    except Exception:  # noqa: BLE001 - not a database Optuna can open
         return None, ""
-    trials = [t for t in trials if t.value is not None and math.isfinite(t.value)]
+    try:
+        study_id = storage.get_study_id_from_name(name)
+        wanted = set(numbers)
+        if len(wanted) > IMPORTANCE_SAMPLE // 2:  # most of a small study: one query
+            trials = [
+                t for t in storage.get_all_trials(study_id, deepcopy=False) if t.number in wanted
+            ]
+        else:  # a sample of a big study: only those trials
+            trials = []
+            for number in sorted(wanted):
+                try:
+                    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
+                except KeyError:  # in the tracking store but not in the study
+                    continue
+                trials.append(storage.get_trial(trial_id))
+    except Exception:  # noqa: BLE001 - no Optuna tables or study, other schema version, ...
+        return None, ""
+    finally:
+        storage.remove_session()
+        storage.engine.dispose()
+    trials = [
+        t
+        for t in trials
+        if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value)
+    ]
     return trials, "distributions from the Optuna study"
 
 
-def _inferred_trials(data: ReportData) -> list[Any]:
+def _inferred_trials(data: ReportData, numbers: set[int]) -> list[Any]:
     import optuna
     from optuna.distributions import (
         CategoricalDistribution,
@@ -731,7 +754,9 @@ def _inferred_trials(data: ReportData) -> list[Any]:
     )
 
     frame = data.frame
-    rows = [r for r in frame.rows if r.state == COMPLETE and r.value is not None]
+    rows = [
+        r for r in frame.rows if r.state == COMPLETE and r.value is not None and r.number in numbers
+    ]
     dists: dict[str, Any] = {}
     for p in frame.params:
         values = [r.params.get(p.name) for r in rows]
