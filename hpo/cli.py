@@ -163,12 +163,26 @@ def trials(
                             + [r.get("started"), r.get("ended"), (r.get("error") or "")[:200]])
         sys.stdout.write(buf.getvalue())
         return
-    table = Table(*keys)
-    for r in rows:
-        table.add_row(*("" if r.get(k) is None else
-                        (json.dumps(r[k]) if k == "params" else
-                         f"{r[k]:.4g}" if isinstance(r[k], float) else str(r[k])) for k in keys))
+    from hpo.space import SearchSpace
+
+    flat = [SearchSpace.flatten(r.get("params") or {}) for r in rows]
+    pkeys = sorted({k for f in flat for k in f})
+    table = Table("#", "state", "value", "steps", "secs", "worker", *pkeys)
+    for r, f in zip(rows, flat, strict=True):
+        table.add_row(str(r["number"]), r["state"], _fmt(r.get("value")), _fmt(r.get("steps")),
+                      _fmt(r.get("duration_s")), str(r.get("worker") or ""),
+                      *(_fmt(f.get(k)) for k in pkeys))
     out.print(table)
+
+
+def _fmt(v: object) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, (list, dict)):
+        return json.dumps(v, separators=(",", ":"))
+    return str(v)
 
 
 @app.command()

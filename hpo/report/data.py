@@ -653,7 +653,7 @@ def importances(data: ReportData, storage_url: str | None) -> tuple[dict[str, fl
     if total > IMPORTANCE_SAMPLE:
         rng = np.random.default_rng(0)
         pick = sorted(int(n) for n in rng.choice(complete, IMPORTANCE_SAMPLE, replace=False))
-    frozen, source = _study_trials(data.name, storage_url, pick)
+    frozen, source = _study_trials(data.name, storage_url, pick, one_by_one=len(pick) < total)
     if frozen is None:
         frozen = _inferred_trials(data, set(pick))
         source = (
@@ -700,10 +700,10 @@ def importances(data: ReportData, storage_url: str | None) -> tuple[dict[str, fl
 
 
 def _study_trials(
-    name: str, storage_url: str | None, numbers: Sequence[int]
+    name: str, storage_url: str | None, numbers: Sequence[int], *, one_by_one: bool
 ) -> tuple[list[Any] | None, str]:
-    """Trials ``numbers`` of the Optuna study ``name`` that are complete with a finite value;
-    None when the storage holds no such study."""
+    """Trials ``numbers`` of the Optuna study ``name`` that are complete with a finite value
+    (read one by one for a sample of a big study); None when there is no such study."""
     if not storage_url:
         return None, ""
     import optuna
@@ -720,10 +720,11 @@ def _study_trials(
     try:
         study_id = storage.get_study_id_from_name(name)
         wanted = set(numbers)
-        if len(wanted) > IMPORTANCE_SAMPLE // 2:  # most of a small study: one query
-            trials = [
-                t for t in storage.get_all_trials(study_id, deepcopy=False) if t.number in wanted
-            ]
+        if not one_by_one:  # every complete trial: one query
+            complete = storage.get_all_trials(
+                study_id, deepcopy=False, states=(TrialState.COMPLETE,)
+            )
+            trials = [t for t in complete if t.number in wanted]
         else:  # a sample of a big study: only those trials
             trials = []
             for number in sorted(wanted):
