@@ -198,6 +198,37 @@ def report(
     out.print(f"report: {path}")
 
 
+@app.command()
+def k8s(
+    sweep_file: Annotated[Path, typer.Argument(help="Sweep YAML.")],
+    agents: Annotated[int | None, typer.Option(min=1, help="Agent pods (default: the "
+                                               "sweep's parallel).")] = None,
+    image: Annotated[str | None, typer.Option(help="Agent image (default hpo:cuda for GPU "
+                                              "sweeps, else hpo:cpu).")] = None,
+    namespace: Annotated[str, typer.Option(help="Kubernetes namespace.")] = "default",
+    name: Annotated[str | None, typer.Option(help="Sweep name (default: file's name or "
+                                             "stem).")] = None,
+    secret: Annotated[str, typer.Option(help="Secret holding the storage URL.")] = "hpo-storage",
+    secret_key: Annotated[str, typer.Option("--secret-key", help="Key of the URL in the "
+                                            "Secret.")] = "url",
+    memory: Annotated[str | None, typer.Option(help="Memory per agent, e.g. 16Gi.")] = None,
+    lease: Annotated[int, typer.Option(help="Trial lease in seconds.")] = 60,
+    no_create: Annotated[bool, typer.Option("--no-create", help="Leave out the Job that "
+                                            "creates the sweep (you ran `hpo sweep --backend "
+                                            "agents` yourself).")] = False,
+) -> None:
+    """Print Kubernetes manifests that run a sweep on agent pods (pipe to kubectl apply -f -)."""
+    from hpo.k8s import manifests_for_file
+
+    text, notes = manifests_for_file(
+        sweep_file, name=name, agents=agents, image=image, namespace=namespace, secret=secret,
+        secret_key=secret_key, lease_s=lease, memory=memory, create=not no_create,
+    )
+    sys.stdout.write(text)
+    for note in notes:
+        err.print(f"note: {note}", highlight=False, markup=False)
+
+
 def main() -> None:
     """Entry point: user errors print one clear line, never a traceback."""
     try:

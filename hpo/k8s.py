@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from sqlalchemy.engine import make_url
 
 from hpo.config import SweepConfig, load_config
 from hpo.errors import ConfigError
@@ -117,7 +118,7 @@ def memory_bytes(quantity: str) -> int:
         )
     value = float(match.group(1)) * _UNITS[match.group(3)]
     if value < 256 * 2**20:
-        raise ConfigError(f"memory {quantity!r} is too small for an hpo agent: give at least 256Mi.")
+        raise ConfigError(f"memory {quantity!r} is too small for an hpo agent: give >= 256Mi.")
     return int(value)
 
 
@@ -153,7 +154,8 @@ def sweep_text(config: SweepConfig) -> str:
 
 
 def _cut_top_key(text: str, key: str, replacement: str) -> str | None:
-    """``text`` with the top-level ``key:`` entry replaced by a comment; None if unsure."""
+    """``text`` with the top-level ``key:`` entry replaced by a comment line; None if unsure
+    (e.g. a multi-line value), and the caller then dumps the config instead."""
     try:
         root = yaml.compose(text)
     except yaml.YAMLError:
@@ -161,21 +163,38 @@ def _cut_top_key(text: str, key: str, replacement: str) -> str | None:
     if not isinstance(root, yaml.MappingNode):
         return None
     for key_node, value_node in root.value:
-        if key_node.value == key and key_node.start_mark.column == 0:
-            start, end = key_node.start_mark.index, value_node.end_mark.index
-            rest = text[end:]
-            eol = rest.find("\n")
-            tail = rest[eol + 1:] if eol >= 0 else ""
-            if rest[: eol if eol >= 0 else len(rest)].strip().startswith("#") or not rest[
-                : eol if eol >= 0 else len(rest)
-            ].strip():
-                out = text[:start] + replacement + tail
-                try:
-                    data = yaml.safe_load(out)
-                except yaml.YAMLError:
-                    return None
-                return out if isinstance(data, dict) and key not in data else None
+        if key_node.value != key:
+            continue
+        start, end = key_node.start_mark.index, value_node.end_mark.index
+        eol = text.find("\n", end)
+        eol = len(text) if eol < 0 else eol + 1
+        trailing = text[end:eol].strip()
+        if key_node.start_mark.column != 0 or (trailing and not trailing.startswith("#")):
+            return None
+        out = text[:start] + replacement + text[eol:]
+        try:
+            data = yaml.safe_load(out)
+        except yaml.YAMLError:
+            return None
+        return out if isinstance(data, dict) and key not in data else None
     return None
+
+
+def _password(url: str | None) -> str | None:
+    if not url:
+        return None
+    try:
+        return make_url(url).password  # type: ignore[return-value]
+    except Exception:  # not a URL SQLAlchemy reads: nothing to hide that we can find
+        return None
+
+
+def safe_url(url: str) -> str:
+    """The URL with its password hidden, for messages (handles '/' or '@' in a password)."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<storage URL>"
 
 
 # --------------------------------------------------------------------------------- rendering
@@ -237,11 +256,18 @@ def render_manifests(
                 "labels": {**labels, "app.kubernetes.io/component": component},
                 "annotations": dict(annotations)}
 
+    text = sweep_text(config)
+    password = _password(config.storage)
+    if password and len(password) >= 4 and password in text:
+        raise ConfigError(
+            f"{source}: the database password of `storage:` also appears elsewhere in the file; "
+            "remove it (pods read the URL from a Secret, and manifests must not carry it)."
+        )
     configmap = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": meta(f"{base}-sweep", "sweep"),
-        "data": {SWEEP_KEY: sweep_text(config)},
+        "data": {SWEEP_KEY: text},
     }
     resources: dict[str, Any] = {
         "requests": {"cpu": cpu_quantity(config.resources.cpu), "memory": memory},
@@ -342,16 +368,6 @@ def render_manifests(
         # exits 2 (bad sweep, wrong storage URL) fails the whole Job: a retry can't fix it.
         "backoffLimit": max(2, agents),
         "podFailurePolicy": failure_policy("agent"),
-        "ttlSecondsAfterFinished": ttl_s,
-        "template": pod(
-            "agent",
-            ["agent", "--study", name, "--lease", str(lease_s), "--max-idle", str(max_idle_s)],
-            [{"name": "dshm", "emptyDir": {"medium": "Memory",
-                                           # tmpfs pages count against the memory limit
-                                           "sizeLimit": _mib(mem_bytes // 2)}}],
-            # PyTorch DataLoader workers pass batches through /dev/shm (64Mi by default)
-            [{"name": "dshm", "mountPath": "/dev/shm"}],
-        ),
     }
     if config.budget.minutes:
         # A backstop: agents stop asking for trials when budget.minutes is spent; the grace
@@ -359,6 +375,16 @@ def render_manifests(
         agent_spec["activeDeadlineSeconds"] = (
             math.ceil(config.budget.minutes * 60) + max_idle_s + DEADLINE_GRACE_S
         )
+    agent_spec["ttlSecondsAfterFinished"] = ttl_s
+    agent_spec["template"] = pod(
+        "agent",
+        ["agent", "--study", name, "--lease", str(lease_s), "--max-idle", str(max_idle_s)],
+        [{"name": "dshm", "emptyDir": {"medium": "Memory",
+                                       # tmpfs pages count against the memory limit
+                                       "sizeLimit": _mib(mem_bytes // 2)}}],
+        # PyTorch DataLoader workers pass batches through /dev/shm (64Mi by default)
+        [{"name": "dshm", "mountPath": "/dev/shm"}],
+    )
     docs.append({
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -432,7 +458,7 @@ def manifests_for_file(
     )
     notes = []
     if config.storage is not None:
-        notes.append(f"storage {mask_url(config.storage)!r} in {path} is not used in the "
+        notes.append(f"storage {safe_url(config.storage)!r} in {path} is not used in the "
                      f"cluster: pods read HPO_STORAGE from Secret {secret!r} (key {secret_key!r}).")
     base = dns_name(study)
     if base != study:
