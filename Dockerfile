@@ -9,7 +9,10 @@
 #     --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 \
 #     --build-arg HPO_EXTRAS= .
 # Keep TORCH_INDEX_URL's CUDA version (cu128) at or below the base image's CUDA (12.8) and the
-# nodes' driver, and TORCH_VERSION one that index has. The CUDA base has no Python; Ubuntu 24.04's python3 (3.12) is installed.
+# nodes' driver, and TORCH_VERSION one that index has. The CUDA base has no Python: Ubuntu
+# 24.04's python3 (3.12) is installed into it.
+#
+# The user is uid/gid 1000 (k8s manifests: runAsUser 1000, runAsNonRoot).
 
 ARG BASE=python:3.11-slim
 
@@ -61,13 +64,14 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 
 # ------------------------------------------------------------------------------- runtime
 FROM base AS runtime
-ARG USER_ID=1000
 # Ubuntu 24.04 images ship a user `ubuntu` with uid 1000: make room for ours.
 RUN set -eux; \
-    if getent passwd "${USER_ID}" >/dev/null; then userdel -r "$(getent passwd "${USER_ID}" | cut -d: -f1)" || true; fi; \
-    if getent group "${USER_ID}" >/dev/null; then groupdel "$(getent group "${USER_ID}" | cut -d: -f1)" || true; fi; \
-    groupadd --gid "${USER_ID}" hpo; \
-    useradd --uid "${USER_ID}" --gid hpo --create-home --home-dir /home/hpo --shell /bin/bash hpo; \
+    old_user="$(getent passwd 1000 | cut -d: -f1)"; \
+    if [ -n "$old_user" ]; then userdel -r "$old_user" 2>/dev/null || userdel "$old_user"; fi; \
+    old_group="$(getent group 1000 | cut -d: -f1)"; \
+    if [ -n "$old_group" ]; then groupdel "$old_group"; fi; \
+    groupadd --gid 1000 hpo; \
+    useradd --uid 1000 --gid hpo --create-home --home-dir /home/hpo --shell /bin/bash hpo; \
     mkdir -p /home/hpo/work; \
     chown -R hpo:hpo /home/hpo
 COPY --from=builder /opt/venv /opt/venv

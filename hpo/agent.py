@@ -16,10 +16,12 @@ re-queued), then exits 0. Storage outages (a PostgreSQL restart) are retried wit
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import optuna
@@ -123,11 +125,19 @@ def run_agent(
         points = len(space.grid_points())
         budget = points if budget is None else min(budget, points)
     poll_s = max(0.2, min(5.0, lease_s / 4))
+    deadline = math.inf
+    if config.budget.minutes:
+        started = tracking.get_sweep(study).started
+        elapsed = (datetime.now(UTC) - started).total_seconds() if started else 0.0
+        deadline = time.monotonic() + config.budget.minutes * 60 - elapsed
     result = AgentResult()
     outage_started: float | None = None
     next_reap = 0.0
     while trials is None or result.trials_run < trials:
         try:
+            if time.monotonic() >= deadline:
+                result.stopped_because = "budget.minutes spent"
+                break
             if time.monotonic() >= next_reap:  # a lost trial waits at most lease + poll_s
                 result.reaped += reap(runner.study, tracking, study, lease_s, config.max_retries)
                 next_reap = time.monotonic() + poll_s
@@ -141,7 +151,13 @@ def run_agent(
                 lambda: ask_job(runner.study, space, tracking, study, runner.worker),
                 "ask a trial",
             )
-            outcome = _run_leased(runner, tracking, study, job, lease_s)
+            try:
+                outcome = _run_leased(runner, tracking, study, job, lease_s)
+            except KeyboardInterrupt:  # SIGTERM (pod deleted) or Ctrl-C: hand the trial back
+                requeue(runner.study, tracking, study, job.number, config.max_retries,
+                        reason="agent stopped (SIGTERM/Ctrl-C); re-queued")
+                result.stopped_because = "stopped by signal"
+                raise
             outage_started = None
         except Exception as exc:
             # The database went away mid-step. Whatever this step held (a slot, a running
@@ -171,24 +187,37 @@ def _run_leased(runner: TrialRunner, tracking: Any, sweep: str, job: TrialJob, l
 def reap(study: optuna.Study, tracking: Any, sweep: str, lease_s: float, max_retries: int) -> int:
     """Fail trials whose agent is gone and re-queue their params once; returns how many."""
     lost = retry_storage(lambda: tracking.expire_lost(sweep, lease_s), "reap lost trials")
-    storage = study._storage
     for rec in lost:
-        tid = studies.trial_id(study, rec.number)
-        frozen = storage.get_trial(tid)
-        if frozen.state.is_finished():
-            continue
-        attempt = int(frozen.user_attrs.get("hpo_attempt", 0))
-        retry = attempt < max_retries
-        if retry:
-            storage.set_trial_user_attr(tid, studies.RETRIED_ATTR, True)
-        study.tell(rec.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
-        if retry:
-            study.enqueue_trial(frozen.params, user_attrs={
-                studies.RETRY_OF_ATTR: rec.number, "hpo_attempt": attempt + 1})
-            tracking.release_slot(sweep)
+        retried = requeue(study, tracking, sweep, rec.number, max_retries)
         log.warning("trial %s of %s: agent lost (no heartbeat for %gs)%s", rec.number, sweep,
-                    lease_s, "; re-queued" if retry else "")
+                    lease_s, "; re-queued" if retried else "")
     return len(lost)
+
+
+def requeue(
+    study: optuna.Study, tracking: Any, sweep: str, number: int, max_retries: int,
+    reason: str | None = None,
+) -> bool:
+    """Fail trial ``number`` in the study and, within ``max_retries``, re-queue its params
+    and give its budget slot back. ``reason`` also ends its tracking record (when the caller
+    has not). Returns whether it was re-queued."""
+    storage = study._storage
+    tid = studies.trial_id(study, number)
+    frozen = storage.get_trial(tid)
+    if frozen.state.is_finished():
+        return False
+    attempt = int(frozen.user_attrs.get("hpo_attempt", 0))
+    retry = attempt < max_retries
+    if retry:
+        storage.set_trial_user_attr(tid, studies.RETRIED_ATTR, True)
+    study.tell(number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+    if reason is not None:
+        tracking.end_trial(sweep, number, "failed", value=None, error=reason)
+    if retry:
+        study.enqueue_trial(frozen.params, user_attrs={
+            studies.RETRY_OF_ATTR: number, "hpo_attempt": attempt + 1})
+        tracking.release_slot(sweep)
+    return retry
 
 
 __all__ = ["AgentResult", "reap", "run_agent"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import signal
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -91,6 +92,11 @@ def agent(
     from hpo.agent import run_agent
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+    def on_sigterm(signum: int, frame: object) -> None:  # pod deleted: stop like Ctrl-C
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_sigterm)
     res = run_agent(study, storage, trials=trials, max_idle_s=max_idle, lease_s=lease)
     states = ", ".join(f"{v} {k}" for k, v in sorted(res.states.items())) or "no trials"
     err.print(f"agent done: {res.trials_run} trials ({states}); reaped {res.reaped} lost; "

@@ -333,7 +333,8 @@ def render_manifests(
             {"action": "FailJob", "onExitCodes": {"containerName": container, "operator": "In",
                                                   "values": [USER_ERROR_EXIT]}},
             # preemption, eviction, node drain: replace the pod without using up backoffLimit
-            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+            {"action": "Ignore",
+             "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
         ]}
 
     docs: list[dict[str, Any]] = [configmap]

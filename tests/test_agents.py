@@ -164,3 +164,23 @@ def test_agents_survive_a_postgres_restart(postgres_url):
     assert len(numbers) == len(set(numbers))
     # every budget slot ends in a complete trial; one cut by the restart was failed + re-run
     assert len([t for t in finished if t.state == "complete"]) == 30
+
+
+def test_sigterm_hands_the_trial_back_at_once(postgres_url):
+    make_sweep(postgres_url, "term", trials=2, seconds=3.0)
+    first = start_agents(1, postgres_url, "term")
+    store = TrackingStore(postgres_url)
+    deadline = time.monotonic() + 60
+    while not store.trials("term", states=["running"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    first[0].send_signal(signal.SIGTERM)
+    err = wait_all(first)[0]
+    assert first[0].returncode == 130, err
+    stopped = store.trials("term", states=["failed"])
+    assert len(stopped) == 1 and "agent stopped" in stopped[0].error
+    second = start_agents(1, postgres_url, "term", "--lease", "60")
+    wait_all(second)
+    trials = store.trials("term")
+    assert store.counts("term")["complete"] == 2  # re-queued at once, not after the lease
+    assert [t.retry_of for t in trials].count(stopped[0].number) == 1

@@ -24,13 +24,13 @@ def _mfh(name: str):
 
     bench = mfpbench.get(name, seed=1)
     lo, hi, _ = bench.fidelity_range
-    opt = bench.query(bench.optimum, at=hi).value
+    opt = bench.query(bench.optimum, at=hi).value.value
 
     def curves(configs):
         out = []
         for config in configs:
             traj = bench.trajectory({k: float(v) for k, v in config.items()}, frm=lo, to=hi)
-            out.append([float(r.value) for r in traj])
+            out.append([float(r.value.value) for r in traj])
         return out
 
     return {"max_fidelity": int(hi), "optimum": float(opt), "minimize": True}, curves
