@@ -356,13 +356,18 @@ def _pickle_objective(objective: Callable[..., Any]) -> bytes:
     pickled by reference as usual.
     """
     import sys
+    import sysconfig
 
     import cloudpickle
 
     module = sys.modules.get(getattr(objective, "__module__", "") or "")
-    path = str(getattr(module, "__file__", "") or "")
+    path = os.path.realpath(str(getattr(module, "__file__", "") or ""))
+    installed = {os.path.realpath(sysconfig.get_paths()[k])
+                 for k in ("stdlib", "platstdlib", "purelib", "platlib")}
     by_value = (
-        module is not None and path and module.__name__ not in ("__main__",)
+        module is not None and bool(getattr(module, "__file__", None))
+        and module.__name__ != "__main__"
+        and not any(path.startswith(prefix + os.sep) for prefix in installed)
         and "site-packages" not in path and "dist-packages" not in path
     )
     if by_value:

@@ -45,6 +45,15 @@ from benchmarks.quality.problems import REPO, Problem, get_problem
 METRIC = "value"
 
 
+def _quiet() -> None:
+    import logging
+
+    import optuna
+
+    optuna.logging.set_verbosity(logging.WARNING)
+
+
+
 @dataclass
 class Trial:
     """One trial of a run: what it cost and, if it ran to full fidelity, what it scored."""
@@ -423,6 +432,7 @@ def applies(contender: str, problem: Problem) -> bool:
 
 
 def run_one(contender: str, problem_name: str, seed: int, budget: float | None = None) -> Run:
+    _quiet()
     problem = get_problem(problem_name)
     budget = float(budget if budget is not None else problem.budget)
     trials = CONTENDERS[contender](problem, seed, budget)
