@@ -117,6 +117,7 @@ def run_agent(
                       artifact_dir=os.path.abspath(os.path.join("artifacts", study)))
     host, pid = worker_identity()
     runner = TrialRunner(spec, worker=f"agent:{host}:{pid}")
+    runner.leased = True
     if objective is not None:
         runner.trainer = objective
     space = SearchSpace.from_config(config.parameters)

@@ -75,6 +75,7 @@ class TrialRunner:
                 sys.path.insert(0, spec.cwd)
         self.spec = spec
         self.device = device
+        self.leased = False  # agents: another agent may expire and re-queue a trial
         self.config: SweepConfig = parse_config(spec.config, source=f"sweep {spec.study!r}")
         objective = None
         if spec.objective is not None:
@@ -116,7 +117,7 @@ class TrialRunner:
             error = f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc(limit=20)}"
         duration = time.perf_counter() - start
         outcome = TrialOutcome(job.number, state, value, metrics, error, duration, self.worker)
-        if self.study._storage.get_trial(job.trial_id).state.is_finished():
+        if self.leased and self.study._storage.get_trial(job.trial_id).state.is_finished():
             # its lease ran out and another agent already failed and re-queued it: the retry
             # owns the result now; recording this one too would count the trial twice
             return TrialOutcome(job.number, FAILED, None, error="lease expired", worker=self.worker)

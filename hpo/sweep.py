@@ -224,13 +224,16 @@ class Coordinator:
         if bar.enabled:
             bar.update(self.tracking.counts(self.name), self._best())
         backend = self._backend()
+        # With several slots, keep one trial asked ahead so a slot that frees up starts its
+        # next trial at once instead of waiting for the sampler (asks are serial here).
+        prefetch = 1 if backend.capacity > 1 else 0
         interrupted = False
         restore = self._catch_sigint()
         try:
             while True:
                 if self._sigint:  # a Ctrl-C that Python swallowed (e.g. inside a GC callback)
                     raise KeyboardInterrupt
-                while backend.free_slots() > 0 and time.monotonic() < deadline:
+                while backend.free_slots() + prefetch > 0 and time.monotonic() < deadline:
                     if budget is not None and counted + len(backend.in_flight()) >= budget:
                         break
                     if self.config.method == "grid" and studies.waiting_trials(self.study) == 0:

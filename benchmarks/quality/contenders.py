@@ -356,7 +356,7 @@ def run_ray(problem: Problem, seed: int, budget: float, searcher: str) -> list[T
     space, dists = _ray_space(problem)
     max_fid = problem.max_fidelity
     steps_budget = budget * max_fid
-    trials: list[Trial] = []
+    record: list[Trial] = []
     seen = {"steps": 0}
 
     class Budget(Stopper):
@@ -368,16 +368,16 @@ def run_ray(problem: Problem, seed: int, budget: float, searcher: str) -> list[T
             return seen["steps"] >= steps_budget
 
     class Record(Callback):
-        def on_trial_complete(self, iteration: int, trials_: list, trial: Any, **info: Any) -> None:
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             r = trial.last_result or {}
             it = int(r.get("training_iteration", 0))
             if it >= max_fid:
-                trials.append(Trial(1.0, float(r[METRIC]), float(r["true"])))
+                record.append(Trial(1.0, float(r[METRIC]), float(r["true"])))
             else:
-                trials.append(Trial(it / max_fid))
+                record.append(Trial(it / max_fid))
 
-        def on_trial_error(self, iteration: int, trials_: list, trial: Any, **info: Any) -> None:
-            self.on_trial_complete(iteration, trials_, trial)
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.on_trial_complete(iteration, trials, trial)
 
     if searcher == "optuna":
         search: Any = OptunaSearch(space=dists, metric=METRIC, mode="min",
@@ -403,7 +403,7 @@ def run_ray(problem: Problem, seed: int, budget: float, searcher: str) -> list[T
                                       callbacks=[Record()]),
         )
         tuner.fit()
-    return trials
+    return record
 
 
 # -- dispatch -----------------------------------------------------------------------------------

@@ -407,14 +407,14 @@ class TrackingStore:
     def set_trial_worker(
         self, sweep: str, number: int, *, host: str, pid: int, worker: str, device: str
     ) -> None:
-        """Record where a trial runs."""
+        """Record where a trial runs; ``started`` becomes now (it may have waited in a queue)."""
 
         def op(conn: Connection) -> None:
             trial_id = self._trial_id(conn, sweep, number)
             conn.execute(
                 sa.update(TR)
                 .where(TR.c.id == trial_id)
-                .values(host=host, pid=pid, worker=worker, device=device)
+                .values(host=host, pid=pid, worker=worker, device=device, started=_now())
             )
 
         self._run(f"record the worker of trial {number} of sweep {sweep!r}", op)
