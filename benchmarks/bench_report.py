@@ -4,7 +4,7 @@ For each size (default 100 and 5,000 trials x 20 parameters, with learning curve
 builds one SQLite database holding both an hpo tracking store and the Optuna study of the
 same name, then measures, in the same run:
 
-* hpo: ``hpo.report.build_report`` (one self-contained HTML file, plotly.js inline once);
+* hpo: ``hpo.reporting.build_report`` (one self-contained HTML file, plotly.js inline once);
 * Optuna: ``optuna.visualization.plot_optimization_history``, ``plot_parallel_coordinate``,
   ``plot_contour``, ``plot_slice``, ``plot_param_importances`` and
   ``plot_intermediate_values``, each written with ``write_html(full_html=True,
@@ -398,8 +398,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
 
-    from hpo.report import build_report
-    from hpo.report import data as rdata
+    from hpo.reporting import build_report
+    from hpo.reporting import data as rdata
 
     tmp = None
     if args.workdir is None:

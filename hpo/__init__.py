@@ -56,7 +56,7 @@ def report(name: Any, storage: str | None = None, path: Any = None, *, step: Any
         from hpo.script_api import report_metrics
 
         return report_metrics(name, step)
-    from hpo.report import build_report
+    from hpo.reporting import build_report
 
     return build_report(name, storage=storage, path=path)
 

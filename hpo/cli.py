@@ -198,7 +198,7 @@ def report(
     output: Annotated[Path | None, typer.Option("-o", "--output")] = None,
 ) -> None:
     """Write the sweep's self-contained HTML report."""
-    from hpo.report import build_report
+    from hpo.reporting import build_report
 
     path = build_report(name, storage=storage, path=output)
     out.print(f"report: {path}")

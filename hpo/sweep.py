@@ -115,7 +115,7 @@ def run_sweep(
 
 def _write_report(name: str, url: str, path: str | os.PathLike | None) -> str | None:
     try:
-        from hpo.report import build_report
+        from hpo.reporting import build_report
     except ImportError:
         return None
     return str(build_report(name, storage=url, path=path))

@@ -23,10 +23,10 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from hpo.report import build_report, render_html
-from hpo.report import data as rdata
-from hpo.report import figures as rfig
-from hpo.report import page as rpage
+from hpo.reporting import build_report, render_html
+from hpo.reporting import data as rdata
+from hpo.reporting import figures as rfig
+from hpo.reporting import page as rpage
 from hpo.tracking import TrackingStore
 from hpo.tracking import schema as tschema
 

@@ -147,7 +147,8 @@ def run_tasks(tasks: list[tuple[str, str, int, float | None]], csv_path: Path, j
 def plan(args: argparse.Namespace) -> tuple[list[tuple[str, str, int, float | None]], list[str]]:
     notes: list[str] = []
     tasks: list[tuple[str, str, int, float | None]] = []
-    contenders = args.contenders.split(",") if args.contenders else MAIN + ABLATIONS
+    contenders = (args.contenders.split(",") if args.contenders
+                  else MAIN if args.smoke else MAIN + ABLATIONS)
     with_ray = not args.no_ray
     for fam in args.families.split(","):
         why = P.family_status(fam)

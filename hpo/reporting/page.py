@@ -21,8 +21,8 @@ import numpy as np
 import plotly.graph_objects as go
 import plotly.io as pio
 
-from hpo.report import figures as figs
-from hpo.report.data import (
+from hpo.reporting import figures as figs
+from hpo.reporting.data import (
     COMPLETE,
     ERROR_CHARS,
     FAILED,
@@ -70,7 +70,7 @@ def plotly_js() -> str:
 def _template() -> jinja2.Template:
     env = jinja2.Environment(
         loader=jinja2.FunctionLoader(
-            lambda name: resources.files("hpo.report").joinpath(name).read_text("utf-8")
+            lambda name: resources.files("hpo.reporting").joinpath(name).read_text("utf-8")
         ),
         autoescape=True,
         trim_blocks=True,

@@ -1,5 +1,5 @@
 """One function per figure of the report. Each takes plain data (numpy arrays, lists, the
-small dataclasses of :mod:`hpo.report.data`) and returns a ``plotly.graph_objects.Figure``.
+small dataclasses of :mod:`hpo.reporting.data`) and returns a ``plotly.graph_objects.Figure``.
 
 Big traces use WebGL (``scattergl``) and float32 arrays, which plotly serializes as compact
 base64 typed arrays; the page swaps ``scattergl`` for SVG ``scatter`` where WebGL is missing.
@@ -15,7 +15,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from hpo.report.data import (
+from hpo.reporting.data import (
     COMPLETE,
     FAILED,
     INTERRUPTED,

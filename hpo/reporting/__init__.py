@@ -2,8 +2,8 @@
 
 ``build_report(name)`` reads the sweep from the tracking store (and, for parameter
 importances only, the Optuna study of the same name when the storage has one) and writes
-``reports/<name>.html``. Modules: :mod:`~hpo.report.data` (load and shape, downsampling),
-:mod:`~hpo.report.figures` (one plotly figure per function), :mod:`~hpo.report.page`
+``reports/<name>.html``. Modules: :mod:`~hpo.reporting.data` (load and shape, downsampling),
+:mod:`~hpo.reporting.figures` (one plotly figure per function), :mod:`~hpo.reporting.page`
 (sections + ``page.html.j2``).
 """
 
@@ -14,8 +14,8 @@ import re
 from datetime import datetime
 from pathlib import Path
 
-from hpo.report import data as _data
-from hpo.report.page import render
+from hpo.reporting import data as _data
+from hpo.reporting.page import render
 from hpo.storage_url import resolve_url
 
 __all__ = ["build_report", "default_path", "render_html"]
