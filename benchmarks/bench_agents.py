@@ -44,9 +44,8 @@ def _objective(trial: optuna.Trial) -> float:
 
 def hpo_agents(url: str, n_agents: int, trials: int) -> float:
     hpo.run_sweep({"name": "agents", "method": "tpe", "metric": {"name": "loss"},
-                   "parameters": SPACE, "trainer": "examples.objectives:quadratic",
-                   "trainer_args": {"epochs": 1}, "backend": "agents", "storage": url,
-                   "budget": {"trials": trials}})
+                   "parameters": SPACE, "trainer": "examples.objectives:noop",
+                   "backend": "agents", "storage": url, "budget": {"trials": trials}})
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     procs = [subprocess.Popen([sys.executable, "-m", "hpo.cli", "agent", "--study", "agents",
                                "--storage", url], env=env, stdout=subprocess.DEVNULL,

@@ -38,7 +38,7 @@ from hpo.execute import (
 )
 from hpo.space import SearchSpace
 from hpo.storage_url import mask_url, resolve_url
-from hpo.trial import worker_identity
+from hpo.trial import default_device, worker_identity
 
 log = logging.getLogger("hpo.agent")
 
@@ -118,6 +118,7 @@ def run_agent(
     host, pid = worker_identity()
     runner = TrialRunner(spec, worker=f"agent:{host}:{pid}")
     runner.leased = True
+    placement = {"host": host, "pid": pid, "device": runner.device or default_device()}
     if objective is not None:
         runner.trainer = objective
     space = SearchSpace.from_config(config.parameters)
@@ -149,7 +150,8 @@ def run_agent(
                 time.sleep(poll_s)  # others still run trials; one may come back re-queued
                 continue
             job = retry_storage(
-                lambda: ask_job(runner.study, space, tracking, study, runner.worker),
+                lambda: ask_job(runner.study, space, tracking, study, runner.worker,
+                                placement=placement, leased=True),
                 "ask a trial",
             )
             try:
@@ -180,7 +182,6 @@ def run_agent(
 
 
 def _run_leased(runner: TrialRunner, tracking: Any, sweep: str, job: TrialJob, lease_s: float):
-    retry_storage(lambda: tracking.heartbeat(sweep, job.number), "start the lease")
     with Heartbeat(tracking, sweep, job.number, every_s=max(0.05, lease_s / 4)):
         return runner.run(job)
 

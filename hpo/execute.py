@@ -36,6 +36,7 @@ class TrialJob:
     trial_id: int
     params: dict[str, Any]
     attempt: int = 0
+    placed: bool = False  # the tracking row already says where it runs
 
 
 @dataclass(frozen=True)
@@ -93,10 +94,11 @@ class TrialRunner:
         """Train one trial and persist its result (Optuna tell + tracking store)."""
         cfg = self.config
         device = self.device or default_device()
-        self.tracking.set_trial_worker(
-            self.spec.study, job.number, host=self.host, pid=self.pid,
-            worker=self.worker, device=device,
-        )
+        if not job.placed:
+            self.tracking.set_trial_worker(
+                self.spec.study, job.number, host=self.host, pid=self.pid,
+                worker=self.worker, device=device,
+            )
         trial = optuna.trial.Trial(self.study, job.trial_id)
         ctx = StudyTrialContext(
             trial, self.tracking, job.params, objective=cfg.metric.name, goal=cfg.metric.goal,
@@ -126,18 +128,24 @@ class TrialRunner:
 
 
 def ask_job(
-    study: optuna.Study, space: Any, tracking: Any, sweep: str, worker: str | None = None
+    study: optuna.Study, space: Any, tracking: Any, sweep: str, worker: str | None = None,
+    *, placement: dict[str, Any] | None = None, leased: bool = False,
 ) -> TrialJob:
-    """Ask the study for a trial (a re-queued one first), sample its params, record it."""
+    """Ask the study for a trial (a re-queued one first), sample its params, record it.
+
+    ``placement`` is given when this process also trains the trial (agents): the tracking
+    row then gets host/pid/device and its lease in the same write.
+    """
     from hpo.study import RETRY_OF_ATTR
 
     trial = study.ask()
     params = space.suggest(trial)
     tracking.start_trial(
-        sweep, trial.number, params, retry_of=trial.user_attrs.get(RETRY_OF_ATTR), worker=worker
+        sweep, trial.number, params, retry_of=trial.user_attrs.get(RETRY_OF_ATTR),
+        worker=worker, placement=placement, leased=leased,
     )
     attempt = int(trial.user_attrs.get("hpo_attempt", 0))
-    return TrialJob(trial.number, trial._trial_id, params, attempt)
+    return TrialJob(trial.number, trial._trial_id, params, attempt, placed=placement is not None)
 
 
 def _final(

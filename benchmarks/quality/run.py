@@ -39,7 +39,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.quality import problems as P  # noqa: E402
-from benchmarks.quality.contenders import CONTENDERS, Run, Trial, applies  # noqa: E402
+from benchmarks.quality.contenders import Run, Trial, applies  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 FIELDS = ["contender", "problem", "family", "seed", "budget", "index", "cost", "observed", "true"]
@@ -147,7 +147,7 @@ def run_tasks(tasks: list[tuple[str, str, int, float | None]], csv_path: Path, j
 def plan(args: argparse.Namespace) -> tuple[list[tuple[str, str, int, float | None]], list[str]]:
     notes: list[str] = []
     tasks: list[tuple[str, str, int, float | None]] = []
-    contenders = (args.contenders.split(",") if args.contenders
+    contenders = ([] if args.ray_only else args.contenders.split(",") if args.contenders
                   else MAIN if args.smoke else MAIN + ABLATIONS)
     with_ray = not args.no_ray
     for fam in args.families.split(","):
@@ -289,8 +289,8 @@ def versions() -> str:
         site = list((P.VENVS / venv).glob("lib/python*/site-packages"))
         for s in site:
             for d in s.glob(f"{pkg}-*.dist-info"):
-                out.append(f"{d.name.split('-')[0].replace('_', '-')} {d.name.split('-')[1].replace('.dist', '')}"
-                           f" ({venv} venv)")
+                name, version = d.name[: -len(".dist-info")].split("-")[:2]
+                out.append(f"{name.replace('_', '-')} {version} ({venv} venv)")
     return ", ".join(out)
 
 
@@ -307,7 +307,7 @@ def report(csv_path: Path, out: Path, notes: list[str]) -> str:
     main = [c for c in MAIN if c in local]
     md: list[str] = []
     now = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
-    md.append(f"# Search quality: hpo defaults vs Optuna, Ray Tune, random search\n")
+    md.append("# Search quality: hpo defaults vs Optuna, Ray Tune, random search\n")
     md.append(f"{now}; {platform.node()}, {os.cpu_count()} CPUs (shared, nice 19), "
               f"Python {platform.python_version()}; {versions()}.\n")
     md.append("Normalized regret (0 = optimum, 1 = median random configuration) of the incumbent "
@@ -361,7 +361,7 @@ def report(csv_path: Path, out: Path, notes: list[str]) -> str:
     for fam in fams:
         row = [fam]
         for c in cs:
-            fr, ok = [], []
+            fr, _ok = [], []
             for n in names:
                 if P.family_of(n) != fam or (c, n) not in curves or ("random", n) not in curves:
                     continue
@@ -455,7 +455,8 @@ def _html(curves: dict, names: list[str], fams: list[str], contenders: list[str]
 
     body = fig.to_html(full_html=False, include_plotlyjs=True)
     path.write_text("<!doctype html><html><head><meta charset='utf-8'><title>hpo search quality"
-                    "</title></head><body>" + body + "<pre>" + _h.escape(md) + "</pre></body></html>")
+                    "</title></head><body>" + body + "<pre>" + _h.escape(md)
+                    + "</pre></body></html>")
 
 
 # -- check that the in-memory hpo path is hpo.run_sweep ------------------------------------------
@@ -469,7 +470,7 @@ def check_sweep(problem_names: list[str], seed: int = 0) -> list[str]:
         p = P.get_problem(name)
         first = min(len(a.trials), len(b.trials), math.ceil(a.budget))
         same = all(x.cost == y.cost and x.observed == y.observed
-                   for x, y in zip(a.trials[:first], b.trials[:first]))
+                   for x, y in zip(a.trials[:first], b.trials[:first], strict=False))
         lines.append(f"{name} seed {seed}: first {first} trials "
                      f"{'identical' if same else 'DIFFER'}; final regret in-memory "
                      f"{p.regret(_final(a, p)):.4g}, run_sweep {p.regret(_final(b, p)):.4g} "
@@ -493,6 +494,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=0, help="seeds per problem (default per family)")
     ap.add_argument("--budget", type=float, default=None, help="override every problem's budget")
     ap.add_argument("--no-ray", action="store_true", help="skip the Ray Tune contenders")
+    ap.add_argument("--ray-only", action="store_true", help="run only the Ray Tune subset")
     ap.add_argument("--jobs", type=int, default=2, help="worker processes (spawned)")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--report-only", action="store_true")

@@ -380,14 +380,21 @@ class TrackingStore:
         *,
         retry_of: int | None = None,
         worker: str | None = None,
+        placement: dict[str, Any] | None = None,
+        leased: bool = False,
     ) -> None:
-        """Record a trial as "running" from now (restarting the same number resets it)."""
+        """Record a trial as "running" from now (restarting the same number resets it).
+
+        ``placement`` ({host, pid, device}) records where it runs in the same write (when the
+        process that asks is the one that trains, as agents do); ``leased`` starts its lease.
+        """
 
         def op(conn: Connection) -> None:
             sweep_id = self._sweep_id(conn, sweep)
             row = _new_trial(sweep_id, number)
+            now = _now()
             row.update(
-                params=jsonable(params or {}), retry_of=retry_of, worker=worker, started=_now()
+                params=jsonable(params or {}), retry_of=retry_of, worker=worker, started=now
             )
             update = [
                 "state",
@@ -400,6 +407,12 @@ class TrackingStore:
                 "value",
                 "error",
             ]
+            if placement:
+                row.update({k: placement[k] for k in ("host", "pid", "device")})
+                update += ["host", "pid", "device"]
+            if leased:
+                row["heartbeat"] = now
+                update.append("heartbeat")
             _upsert(conn, TR, [row], ["sweep_id", "number"], update=update)
 
         self._run(f"start trial {number} of sweep {sweep!r}", op)
