@@ -89,4 +89,6 @@ def engine_kwargs(url: str) -> dict[str, Any]:
     """SQLAlchemy ``create_engine`` keyword arguments suited to the database behind ``url``."""
     if is_sqlite(url):
         return {"connect_args": {"timeout": 60}}
-    return {"pool_pre_ping": True, "pool_recycle": 300}
+    # small pools: every trial process (worker, actor, agent) holds its own, and 64 agents
+    # must fit in PostgreSQL's max_connections (default 100) together
+    return {"pool_pre_ping": True, "pool_recycle": 300, "pool_size": 2, "max_overflow": 2}

@@ -24,7 +24,8 @@ Contenders (same problems, same budget, same seeds):
 * ablations of hpo's defaults (for deciding whether they should change): ``hpo_indep``
   (multivariate=False, group=False), ``hpo_startup20`` / ``hpo_startup5`` (n_startup_trials),
   ``hpo_nopruner`` (no early stopping), ``hpo_hyperband`` (``early_terminate: hyperband``
-  min_iter 1, eta 3), ``hpo_asha_eta2`` (``asha`` with eta 2).
+  min_iter 1, eta 3), ``hpo_asha_eta2`` (``asha`` with eta 2), ``hpo_asha_minres`` (``asha``
+  with min_resource = max fidelity / 9, i.e. the first rung two rungs below the top).
 """
 
 from __future__ import annotations
@@ -106,6 +107,9 @@ def _sweep_config(problem: Problem, seed: int, variant: str = "hpo") -> dict[str
             cfg["early_terminate"] = {"type": "hyperband", "min_iter": 1, "eta": 3}
         elif variant == "hpo_asha_eta2":
             cfg["early_terminate"] = {"type": "asha", "eta": 2}
+        elif variant == "hpo_asha_minres":  # first rung at max/9 instead of "auto" (max/100)
+            cfg["early_terminate"] = {"type": "asha",
+                                      "min_resource": max(1, round(problem.max_fidelity / 9))}
     return cfg
 
 
@@ -421,8 +425,10 @@ CONTENDERS: dict[str, Callable[[Problem, int, float], list[Trial]]] = {
     "hpo_nopruner": lambda p, s, b: run_hpo(p, s, b, "hpo_nopruner"),
     "hpo_hyperband": lambda p, s, b: run_hpo(p, s, b, "hpo_hyperband"),
     "hpo_asha_eta2": lambda p, s, b: run_hpo(p, s, b, "hpo_asha_eta2"),
+    "hpo_asha_minres": lambda p, s, b: run_hpo(p, s, b, "hpo_asha_minres"),
 }
-MF_ONLY = {"optuna_hyperband", "hpo_nopruner", "hpo_hyperband", "hpo_asha_eta2"}
+MF_ONLY = {"optuna_hyperband", "hpo_nopruner", "hpo_hyperband", "hpo_asha_eta2",
+           "hpo_asha_minres"}
 
 
 def applies(contender: str, problem: Problem) -> bool:

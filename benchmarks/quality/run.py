@@ -46,7 +46,7 @@ FIELDS = ["contender", "problem", "family", "seed", "budget", "index", "cost", "
 GRID = np.linspace(0.05, 1.0, 20)  # budget fractions for curves
 MAIN = ["hpo", "optuna_median", "optuna_hyperband", "random"]
 ABLATIONS = ["hpo_indep", "hpo_startup5", "hpo_startup20", "hpo_nopruner", "hpo_hyperband",
-             "hpo_asha_eta2"]
+             "hpo_asha_eta2", "hpo_asha_minres"]
 RAY = ["ray_asha_random", "ray_asha_optuna"]
 # On single-fidelity problems, Optuna 5.0's default TPESampler is multivariate with the
 # constant liar, i.e. hpo's sampler (``group`` only matters for conditional spaces): the two
@@ -427,6 +427,7 @@ def _html(curves: dict, names: list[str], fams: list[str], contenders: list[str]
                         vertical_spacing=0.25 / max(1, len(fams)))
     colors = ["#1f77b4", "#ff7f0e", "#2ca02c", "#7f7f7f", "#d62728", "#9467bd", "#8c564b",
               "#e377c2", "#bcbd22", "#17becf", "#aec7e8", "#ffbb78", "#98df8a"]
+    shown: set[str] = set()
     for i, fam in enumerate(fams, start=1):
         for j, c in enumerate(contenders):
             per_seed = defaultdict(list)
@@ -440,8 +441,10 @@ def _html(curves: dict, names: list[str], fams: list[str], contenders: list[str]
             mean, lo, hi = m.mean(0), np.quantile(m, 0.25, 0), np.quantile(m, 0.75, 0)
             color = colors[j % len(colors)]
             dash = "dot" if c in ABLATIONS else ("dash" if c.startswith("ray_") else "solid")
-            fig.add_trace(go.Scatter(x=GRID, y=mean, name=c, legendgroup=c, showlegend=i == 1,
+            fig.add_trace(go.Scatter(x=GRID, y=mean, name=c, legendgroup=c,
+                                     showlegend=c not in shown,
                                      line={"color": color, "dash": dash}), row=i, col=1)
+            shown.add(c)
             fig.add_trace(go.Scatter(x=np.concatenate([GRID, GRID[::-1]]),
                                      y=np.concatenate([hi, lo[::-1]]), fill="toself",
                                      fillcolor=color, opacity=0.12, line={"width": 0},
