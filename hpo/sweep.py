@@ -243,7 +243,11 @@ class Coordinator:
                     backend.submit(self._ask())
                 if not backend.in_flight():
                     break
-                finished = backend.poll(0.5)
+                self._interruptible = True  # Ctrl-C may stop a trainer running in here
+                try:
+                    finished = backend.poll(0.5)
+                finally:
+                    self._interruptible = False
                 for done in finished:
                     counted += self._handle(done)
                 if finished and bar.enabled:
@@ -253,8 +257,9 @@ class Coordinator:
             previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # finish cleanup first
             try:
                 backend.stop()
+                running = {t.number for t in self.tracking.trials(self.name, states=["running"])}
                 for number, tid in list(self._open.items()):
-                    self._finish_interrupted(number, tid, "interrupted (Ctrl-C)")
+                    self._finish_interrupted(number, tid, "interrupted (Ctrl-C)", running)
             finally:
                 signal.signal(signal.SIGINT, previous)
         else:
@@ -269,13 +274,18 @@ class Coordinator:
     def _catch_sigint(self) -> Callable[[], None]:
         """Remember Ctrl-C in a flag as well as raising, so no interrupt is ever lost."""
         self._sigint = False
+        self._interruptible = False
         if threading.current_thread() is not threading.main_thread():
             return lambda: None
         previous = signal.getsignal(signal.SIGINT)
 
         def handler(signum: int, frame: Any) -> None:
+            # Raise only while waiting on the backend (or running an in-process trainer);
+            # elsewhere (asking, recording) the loop sees the flag at its next turn, so no
+            # trial is left half-asked or half-recorded.
             self._sigint = True
-            raise KeyboardInterrupt
+            if self._interruptible:
+                raise KeyboardInterrupt
 
         signal.signal(signal.SIGINT, handler)
         return lambda: signal.signal(signal.SIGINT, previous)
@@ -309,9 +319,16 @@ class Coordinator:
         )
         return 0
 
-    def _finish_interrupted(self, number: int, trial_id: int, reason: str) -> None:
+    def _finish_interrupted(
+        self, number: int, trial_id: int, reason: str, running: set[int] | None = None
+    ) -> None:
         storage = self.study._storage
-        if storage.get_trial(trial_id).state.is_finished():
+        frozen = storage.get_trial(trial_id)
+        if frozen.state.is_finished():
+            if running and number in running:  # told, but its tracking record was cut short
+                state = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned"}
+                self.tracking.end_trial(self.name, number, state.get(frozen.state, FAILED),
+                                        value=frozen.value)
             return
         storage.set_trial_user_attr(trial_id, studies.INTERRUPTED_ATTR, True)
         self.study.tell(number, state=TrialState.FAIL, skip_if_finished=True)

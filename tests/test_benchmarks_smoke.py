@@ -32,9 +32,10 @@ def test_quality_smoke(tmp_path, capsys):
     out = tmp_path / "quality"
     rc = bench.main(["--smoke", "--no-ray", "--families", ",".join(ready), "--out", str(out)])
     assert rc == 0
-    for name in ("trials.csv", "report.md", "report.html"):
+    for name in ("trials.csv.gz", "report.md", "report.html"):
         assert (out / name).stat().st_size > 0, name
 
+    bench._unpack(out / "trials.csv")
     runs = bench.load_runs(out / "trials.csv")
     assert {P.family_of(r.problem) for r in runs} == set(ready)
     assert {r.contender for r in runs} >= {"hpo", "random"}

@@ -101,7 +101,7 @@ def test_unknown_sweep_and_masked_password(tmp_path, sqlite_url):
 
 @pytest.mark.parametrize("parallel", [1, 2])
 def test_ctrl_c_keeps_finished_trials_and_resumes(tmp_path, sqlite_url, parallel):
-    sweep = write_sweep(tmp_path, name="slow", seconds=0.4, parallel=parallel, trials=10)
+    sweep = write_sweep(tmp_path, name="slow", seconds=0.8, parallel=parallel, trials=10)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "hpo.cli", "sweep", str(sweep), "--storage", sqlite_url,
            "--no-report"]
@@ -109,13 +109,14 @@ def test_ctrl_c_keeps_finished_trials_and_resumes(tmp_path, sqlite_url, parallel
                             stderr=subprocess.PIPE, text=True)
     store = TrackingStore(sqlite_url)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline:  # interrupt while a trainer is surely running
         try:
-            if store.counts("slow").get("complete", 0) >= 3:
+            running = [t for t in store.trials("slow", states=["running"]) if t.pid]
+            if store.counts("slow").get("complete", 0) >= 3 and running:
                 break
         except Exception:
             pass
-        time.sleep(0.1)
+        time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr

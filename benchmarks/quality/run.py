@@ -8,7 +8,7 @@ Budget is counted in full-fidelity evaluations (default 20 + 40 * sqrt(d)); a pr
 the fidelity it consumed / max fidelity. Outputs, under --out (default
 benchmarks/quality/results, or benchmarks/quality/results-smoke for --smoke):
 
-* ``trials.csv``: raw trials (contender, problem, seed, index, cost, observed, true); a rerun
+* ``trials.csv.gz``: raw trials (contender, problem, seed, index, cost, observed, true); a rerun
   appends only the (contender, problem, seed) runs that are missing, so runs compare and resume;
 * ``report.md``: normalized regret at 25/50/100 % of the budget (mean and spread over seeds),
   average rank per family, time to reach random search's final regret;
@@ -24,10 +24,12 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
+import gzip
 import math
 import multiprocessing as mp
 import os
 import platform
+import shutil
 import sys
 import traceback
 from collections import defaultdict
@@ -86,6 +88,21 @@ def _work(task: tuple[str, str, int, float | None]) -> tuple[tuple, list[dict] |
         rows = [{"contender": contender, "problem": problem, "family": fam, "seed": seed,
                  "budget": run.budget, "index": -1, "cost": 0, "observed": "", "true": ""}]
     return task, rows, None
+
+
+def _unpack(csv_path: Path) -> None:
+    """Results are kept gzipped (trials.csv.gz); work on the plain file while running."""
+    gz = csv_path.with_name(csv_path.name + ".gz")
+    if not csv_path.exists() and gz.exists():
+        with gzip.open(gz, "rb") as src, csv_path.open("wb") as dst:
+            shutil.copyfileobj(src, dst)
+
+
+def _pack(csv_path: Path) -> None:
+    gz = csv_path.with_name(csv_path.name + ".gz")
+    with csv_path.open("rb") as src, gzip.open(gz, "wb", compresslevel=9) as dst:
+        shutil.copyfileobj(src, dst)
+    csv_path.unlink()
 
 
 def _done(csv_path: Path) -> set[tuple[str, str, int]]:
@@ -507,6 +524,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or HERE / ("results-smoke" if args.smoke else "results")
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "trials.csv"
+    _unpack(csv_path)
     if args.check_sweep:
         lines = check_sweep(["bbob_f15_d2", "hpolib_protein_structure", "mfh3_good"])
         (out / "check_sweep.txt").write_text("\n".join(lines) + "\n")
@@ -522,8 +540,9 @@ def main(argv: list[str] | None = None) -> int:
         print("no results", flush=True)
         return 1
     text = report(csv_path, out, notes)
+    _pack(csv_path)
     print(text)
-    print(f"\nwrote {out / 'report.md'}, {out / 'report.html'}, {csv_path}")
+    print(f"\nwrote {out / 'report.md'}, {out / 'report.html'}, {csv_path}.gz")
     return 0
 
 
