@@ -351,7 +351,7 @@ def ray_init() -> None:
 def run_ray(problem: Problem, seed: int, budget: float, searcher: str) -> list[Trial]:
     import optuna
     from ray import tune
-    from ray.tune import Callback, Stopper
+    from ray.tune import Stopper
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
     from ray.tune.search.optuna import OptunaSearch
@@ -360,28 +360,24 @@ def run_ray(problem: Problem, seed: int, budget: float, searcher: str) -> list[T
     space, dists = _ray_space(problem)
     max_fid = problem.max_fidelity
     steps_budget = budget * max_fid
-    record: list[Trial] = []
-    seen = {"steps": 0}
+    steps: set[tuple[str, int]] = set()
+    last: dict[str, tuple[int, int, dict]] = {}  # trial -> (order, iteration, result)
 
     class Budget(Stopper):
+        """Counts steps and keeps each trial's latest result (the record of the run).
+
+        Ray sends a function trainable's last result twice (the second with done=True), so
+        steps are distinct (trial, iteration) pairs, not calls."""
+
         def __call__(self, trial_id: str, result: dict) -> bool:
-            seen["steps"] += 1
+            it = int(result.get("training_iteration", 0))
+            if (trial_id, it) not in steps and METRIC in result:
+                steps.add((trial_id, it))
+                last[trial_id] = (len(steps), it, result)
             return False
 
         def stop_all(self) -> bool:
-            return seen["steps"] >= steps_budget
-
-    class Record(Callback):
-        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            r = trial.last_result or {}
-            it = int(r.get("training_iteration", 0))
-            if it >= max_fid:
-                record.append(Trial(1.0, float(r[METRIC]), float(r["true"])))
-            else:
-                record.append(Trial(it / max_fid))
-
-        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            self.on_trial_complete(iteration, trials, trial)
+            return len(steps) >= steps_budget
 
     if searcher == "optuna":
         search: Any = OptunaSearch(space=dists, metric=METRIC, mode="min",
@@ -403,10 +399,15 @@ def run_ray(problem: Problem, seed: int, budget: float, searcher: str) -> list[T
                 max_concurrent_trials=2, search_alg=search, scheduler=scheduler,
                 reuse_actors=True,
             ),
-            run_config=tune.RunConfig(storage_path=tmp, verbose=0, stop=Budget(),
-                                      callbacks=[Record()]),
+            run_config=tune.RunConfig(storage_path=tmp, verbose=0, stop=Budget()),
         )
         tuner.fit()
+    record = []
+    for _, it, r in sorted(last.values(), key=lambda x: x[0]):  # in the order trials ended
+        if it >= max_fid:
+            record.append(Trial(1.0, float(r[METRIC]), float(r["true"])))
+        else:
+            record.append(Trial(it / max_fid))
     return record
 
 
