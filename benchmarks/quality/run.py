@@ -399,6 +399,8 @@ def report(csv_path: Path, out: Path, notes: list[str]) -> str:
     # regret per family at 25/50/100 % of budget
     md.append("## Normalized regret per family at 25 % / 50 % / 100 % of the budget "
               "(mean over problems and seeds; ± std over seeds of the per-seed family mean)\n")
+    md.append("Ray rows cover only the Ray subset (3 seeds of the problems listed above): "
+              "compare them in the Ray subset table, not with these rows.\n")
     idx = [int(np.argmin(abs(GRID - f))) for f in (0.25, 0.5, 1.0)]
     rows = []
     for fam in fams:
