@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -21,9 +20,7 @@ from hpo.strategy import make_pruner, make_sampler
 CONFIG_ATTR = "hpo_config"
 RETRIED_ATTR = "hpo_retried"
 INTERRUPTED_ATTR = "hpo_interrupted"
-PARAMS_ATTR = "hpo_params"
 RETRY_OF_ATTR = "hpo_retry_of"
-ERROR_ATTR = "hpo_error"
 GRID_ATTR = "hpo_grid_enqueued"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
@@ -140,11 +137,3 @@ def waiting_trials(study: optuna.Study) -> int:
 def trial_id(study: optuna.Study, number: int) -> int:
     """Storage id of trial ``number`` (workers rebuild an ``optuna.Trial`` from it)."""
     return study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
-
-
-def summary(study: optuna.Study) -> dict[str, Any]:
-    """Counts by Optuna state plus the best trial, for logs."""
-    counts: dict[str, int] = {}
-    for t in study.get_trials(deepcopy=False):
-        counts[t.state.name.lower()] = counts.get(t.state.name.lower(), 0) + 1
-    return counts

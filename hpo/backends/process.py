@@ -130,6 +130,3 @@ class ProcessBackend(Backend):
             w.conn.close()
         self._workers = []
         return left
-
-    def worker_pids(self) -> list[int]:
-        return [w.proc.pid for w in self._workers if w.proc.pid]
