@@ -338,8 +338,11 @@ def _write_study(url: str, name: str, trials: list[dict[str, Any]], n_params: in
                 intermediate_values=inter,
             )
         )
+    from hpo.study import open_storage
+
     study = optuna.create_study(
-        study_name=name, storage=url, direction="minimize", load_if_exists=True
+        study_name=name, storage=open_storage(url, name), direction="minimize",
+        load_if_exists=True,
     )
     study.add_trials(frozen)
 
@@ -354,7 +357,9 @@ def _optuna_pages(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     results: dict[str, tuple[float, int]] = {}
-    study = optuna.load_study(study_name=name, storage=url)
+    from hpo.study import open_storage
+
+    study = optuna.load_study(study_name=name, storage=open_storage(url, name))
     plots: list[tuple[str, Any]] = [
         ("history", lambda: vis.plot_optimization_history(study)),
         ("parallel_coordinate", lambda: vis.plot_parallel_coordinate(study)),

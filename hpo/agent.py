@@ -157,6 +157,7 @@ def run_agent(
             try:
                 outcome = _run_leased(runner, tracking, study, job, lease_s)
             except KeyboardInterrupt:  # SIGTERM (pod deleted) or Ctrl-C: hand the trial back
+                runner.study = studies.reload(runner.study)  # it may have cut a replay short
                 requeue(runner.study, tracking, study, job.number, config.max_retries,
                         reason="agent stopped (SIGTERM/Ctrl-C); re-queued")
                 result.stopped_because = "stopped by signal"

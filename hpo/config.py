@@ -73,7 +73,8 @@ _SCI = re.compile(r"^[-+]?(\d+(\.\d*)?|\.\d+)[eE][-+]?\d+$")
 _ET_KEYS: dict[str, frozenset[str]] = {
     "hyperband": frozenset({"min_iter", "max_iter", "s", "eta", "strict"}),
     "asha": frozenset(
-        {"min_resource", "min_iter", "reduction_factor", "eta", "min_early_stopping_rate", "strict"}
+        {"min_resource", "min_iter", "max_iter", "reduction_factor", "eta",
+         "min_early_stopping_rate", "strict"}
     ),
     "median": frozenset({"n_startup_trials", "n_warmup_steps", "interval_steps"}),
     "none": frozenset(),

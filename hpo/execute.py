@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 
 from hpo.config import SweepConfig, parse_config
 from hpo.errors import TrialPruned
-from hpo.study import load
+from hpo.study import load, open_storage
 from hpo.trainer_ref import Trainer, resolve
 from hpo.trial import StudyTrialContext, default_device, worker_identity
 
@@ -84,8 +84,8 @@ class TrialRunner:
 
             objective = cloudpickle.loads(spec.objective)
         self.trainer: Trainer = resolve(self.config, objective)
-        self.study = load(spec.study, spec.storage)
         self.tracking = TrackingStore(spec.storage)
+        self.study = load(spec.study, open_storage(spec.storage, spec.study, self.tracking))
         host, pid = worker_identity()
         self.host, self.pid = host, pid
         self.worker = worker or f"local:{host}:{pid}"

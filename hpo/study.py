@@ -1,21 +1,26 @@
 """Optuna studies behind sweeps: open the storage, create/load a study, name it, count it.
 
 The study is the coordinator's state (DESIGN.md, "The one idea"): everything that asks, reports
-or tells goes through the Optuna storage opened here.
+or tells goes through the Optuna storage opened here: Optuna's ``JournalStorage`` over the
+sweep's journal in the tracking database (hpo.tracking.journal), one journal per sweep.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import optuna
 from optuna.trial import TrialState
 
 from hpo.config import SweepConfig
-from hpo.errors import ConfigError, StorageError, StudyNotFound
-from hpo.storage_url import engine_kwargs, is_sqlite, mask_url, prepare_sqlite, resolve_url
+from hpo.errors import ConfigError, StudyNotFound
+from hpo.storage_url import resolve_url
 from hpo.strategy import make_pruner, make_sampler
+
+if TYPE_CHECKING:
+    from hpo.tracking import TrackingStore
 
 CONFIG_ATTR = "hpo_config"
 RETRIED_ATTR = "hpo_retried"
@@ -29,22 +34,35 @@ _SEARCH_KEYS = ("method", "metric", "parameters")
 optuna.logging.set_verbosity(logging.WARNING)
 
 
-def open_storage(url: str | None = None) -> optuna.storages.RDBStorage:
-    """Open (and create if needed) the Optuna RDB storage behind ``url``."""
-    url = resolve_url(url)
-    if is_sqlite(url):
-        prepare_sqlite(url)
-    try:
-        return optuna.storages.RDBStorage(
-            url, engine_kwargs=engine_kwargs(url), heartbeat_interval=None
-        )
-    except Exception as exc:  # sqlalchemy OperationalError, psycopg2 errors, version errors
-        root = exc.__cause__ or exc  # Optuna wraps the driver's error; show the real one
-        msg = str(root).splitlines()[0] if str(root) else type(root).__name__
-        raise StorageError(
-            f"Cannot open storage {mask_url(url)}: {mask_url(msg)}. Check that the database "
-            "is running and the URL (host, port, user, database) is right."
-        ) from None
+def open_storage(
+    url: str | None, name: str, tracking: TrackingStore | None = None
+) -> optuna.storages.JournalStorage:
+    """Open the Optuna storage of sweep ``name`` (created on first write) in database ``url``.
+
+    Pass the process's ``tracking`` store to share its connection pool.
+    """
+    from optuna.storages import JournalStorage
+
+    from hpo.tracking import TrackingStore
+    from hpo.tracking.journal import SQLJournalBackend
+
+    store = tracking if tracking is not None else TrackingStore(resolve_url(url))
+    return JournalStorage(SQLJournalBackend(store, name))  # errors: StorageError, URL masked
+
+
+def reload(study: optuna.Study) -> optuna.Study:
+    """The same study on a fresh replica of its journal.
+
+    Use after a KeyboardInterrupt (Ctrl-C, SIGTERM): one that lands while the storage replays
+    new journal lines can leave this process's in-memory copy short of a line.
+    """
+    from optuna.storages import JournalStorage
+
+    backend = getattr(study._storage, "_backend", None)
+    if backend is None:
+        return study
+    return optuna.load_study(study_name=study.study_name, storage=JournalStorage(backend),
+                             sampler=study.sampler, pruner=study.pruner)
 
 
 def sweep_name(config: SweepConfig, name: str | None = None) -> str:
@@ -92,13 +110,9 @@ def create_or_load(
 def load(name: str, storage: optuna.storages.BaseStorage | str | None = None) -> optuna.Study:
     """Load an existing study with the sampler and pruner its stored config asks for."""
     if storage is None or isinstance(storage, str):
-        storage = open_storage(storage)
-    try:
-        summaries = optuna.get_all_study_names(storage)
-    except Exception as exc:
-        raise StorageError(f"Cannot list studies: {exc}") from None
-    if name not in summaries:
-        known = ", ".join(sorted(summaries)) or "none"
+        storage = open_storage(storage, name)
+    if name not in optuna.get_all_study_names(storage):
+        known = _known_sweeps(storage)
         raise StudyNotFound(f"No sweep named {name!r} in this storage (sweeps there: {known}).")
     study = optuna.load_study(study_name=name, storage=storage)
     stored = study.user_attrs.get(CONFIG_ATTR)
@@ -109,6 +123,14 @@ def load(name: str, storage: optuna.storages.BaseStorage | str | None = None) ->
         study.sampler = make_sampler(config)
         study.pruner = make_pruner(config)
     return study
+
+
+def _known_sweeps(storage: optuna.storages.BaseStorage) -> str:
+    backend = getattr(storage, "_backend", None)
+    store = getattr(backend, "store", None)
+    if store is None:
+        return "unknown"
+    return ", ".join(sorted(s.name for s in store.list_sweeps())) or "none"
 
 
 def stored_config(study: optuna.Study) -> SweepConfig:

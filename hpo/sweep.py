@@ -137,9 +137,9 @@ class Coordinator:
         from hpo.tracking import TrackingStore
 
         self.config, self.name, self.url, self.space = config, name, url, space
-        self.storage = studies.open_storage(url)
-        self.study = studies.create_or_load(config, name, self.storage)
         self.tracking = TrackingStore(url)
+        self.storage = studies.open_storage(url, name, self.tracking)
+        self.study = studies.create_or_load(config, name, self.storage)
         info = describe(config)
         self.tracking.create_sweep(
             name, config=config.to_dict(), config_yaml=config.text, objective=config.metric.name,
@@ -257,6 +257,7 @@ class Coordinator:
             previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # finish cleanup first
             try:
                 backend.stop()
+                self.study = studies.reload(self.study)  # the interrupt may have cut a replay
                 running = {t.number for t in self.tracking.trials(self.name, states=["running"])}
                 for number, tid in list(self._open.items()):
                     self._finish_interrupted(number, tid, "interrupted (Ctrl-C)", running)

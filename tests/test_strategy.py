@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+import numpy as np
 import optuna
 import pytest
 from optuna.pruners import HyperbandPruner, MedianPruner, NopPruner, SuccessiveHalvingPruner
@@ -12,8 +13,10 @@ from optuna.samplers import CmaEsSampler, GPSampler, QMCSampler, RandomSampler, 
 from optuna.trial import TrialState
 
 from hpo.config import SweepConfig, parse_config
+from hpo.history import BoundedHistorySampler, bounded
 from hpo.space import SearchSpace
 from hpo.strategy import (
+    AshaPruner,
     BestSoFarPruner,
     describe,
     hyperband_min_iter,
@@ -61,7 +64,11 @@ def quadratic_study(method: str, n_trials: int) -> optuna.Study:
 def test_each_method_builds_its_sampler_and_searches(method: str) -> None:
     n = 12 if method in ("bayes", "gp") else 15
     study = quadratic_study(method, n)
-    assert isinstance(study.sampler, SAMPLERS[method])
+    sampler = study.sampler
+    if method == "tpe":
+        assert isinstance(sampler, BoundedHistorySampler)
+        sampler = sampler.sampler
+    assert isinstance(sampler, SAMPLERS[method])
     trials = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(trials) == n
     assert study.best_value <= min(t.value for t in trials[:3]) and study.best_value < 5
@@ -74,8 +81,8 @@ def test_grid_uses_random_sampler_and_sampler_options() -> None:
                          "parameters": {"a": {"values": [1, 2]}}, "seed": 1})
     assert isinstance(make_sampler(grid), RandomSampler)
     info = describe(config("tpe"))
-    assert info["sampler"] == ("TPESampler(multivariate=True, group=True, constant_liar=True, "
-                               "n_startup_trials=10, seed=3)")
+    assert info["sampler"] == ("BoundedHistorySampler(sampler=TPESampler(multivariate=True, "
+                               "group=True, constant_liar=True, n_startup_trials=10, seed=3))")
     assert describe(config("bayes"))["sampler"] == (
         "GPSampler(seed=3, n_startup_trials=10, deterministic_objective=False)")
     assert describe(config("qmc"))["sampler"] == (
@@ -91,9 +98,10 @@ def test_grid_uses_random_sampler_and_sampler_options() -> None:
         ({"type": "none"}, NopPruner, "NopPruner()"),
         ({"type": "median", "n_startup_trials": 2, "n_warmup_steps": 3, "interval_steps": 2},
          MedianPruner, "MedianPruner(n_startup_trials=2, n_warmup_steps=3, interval_steps=2)"),
-        ({"type": "asha"}, SuccessiveHalvingPruner,
-         "SuccessiveHalvingPruner(min_resource='auto', reduction_factor=3, "
-         "min_early_stopping_rate=0)"),
+        ({"type": "asha"}, AshaPruner,
+         "AshaPruner(reduction_factor=3, max_resource=None, min_early_stopping_rate=0)"),
+        ({"type": "asha", "max_iter": 27}, AshaPruner,
+         "AshaPruner(reduction_factor=3, max_resource=27, min_early_stopping_rate=0)"),
         ({"type": "asha", "min_iter": 2, "eta": 4, "min_early_stopping_rate": 1},
          SuccessiveHalvingPruner, "SuccessiveHalvingPruner(min_resource=2, reduction_factor=4, "
          "min_early_stopping_rate=1)"),
@@ -212,3 +220,85 @@ def test_strict_false_judges_the_best_value_so_far(goal: str) -> None:
         spiky.report(sign * 5.0, 1)
         outcome[strict] = spiky.should_prune()
     assert outcome == {True: True, False: False}
+
+
+@pytest.mark.parametrize(("max_iter", "first_rung"), [(None, 3), (27, 3), (40, 4), (5, 1)])
+def test_asha_default_first_rung_is_two_rungs_below_the_longest_trial(max_iter, first_rung):
+    """Default ``asha``: nothing is judged before the longest trial is known (max_iter, or the
+    first completed trial's last step, 27 here); then the first rung is max // eta**2."""
+    et = {"type": "asha"} if max_iter is None else {"type": "asha", "max_iter": max_iter}
+    study = optuna.create_study(pruner=make_pruner(config(early_terminate=et)))
+    if max_iter is None:
+        early = study.ask()
+        early.report(100.0, 1)
+        assert not early.should_prune()  # no completed trial yet: no basis to judge
+        study.tell(early, state=TrialState.FAIL)
+        for value in (1.0, 2.0):
+            trial = study.ask()
+            for step in range(1, 28):
+                trial.report(value, step)
+                trial.should_prune()  # Optuna records rung values when a trial is judged
+            study.tell(trial, value)
+    else:
+        for value in (1.0, 2.0):
+            trial = study.ask()
+            for step in range(1, first_rung + 1):
+                trial.report(value, step)
+                trial.should_prune()
+            study.tell(trial, value)
+    bad = study.ask()
+    decisions = {}
+    for step in range(1, first_rung + 1):
+        bad.report(50.0, step)
+        decisions[step] = bad.should_prune()
+    assert decisions == {s: s == first_rung for s in decisions}
+
+
+def _trials(values: list[float | None]) -> list[optuna.trial.FrozenTrial]:
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    out = []
+    for n, v in enumerate(values):
+        state = TrialState.RUNNING if v is None else TrialState.COMPLETE
+        t = optuna.trial.create_trial(state=state, value=v, params={"x": 0.5}, distributions=dist)
+        t.number = n
+        out.append(t)
+    return out
+
+
+@pytest.mark.parametrize("maximize", [False, True])
+def test_bounded_history_keeps_best_running_and_a_thinned_rest(maximize: bool) -> None:
+    values = [float((n * 7919) % 5000) for n in range(5000)]
+    values[4321] = -1.0 if not maximize else 1e9  # the single best trial
+    values[17] = None  # still running
+    trials = _trials(values)
+    seen = bounded(trials, max_trials=1000, keep_best=50, maximize=maximize)
+    numbers = [t.number for t in seen]
+    assert len(seen) <= 1000 and numbers == sorted(numbers)
+    assert 4321 in numbers and 17 in numbers and 4999 in numbers  # best, running, newest
+    complete = [t for t in trials if t.value is not None]
+    top = sorted(complete, key=lambda t: -t.value if maximize else t.value)[:50]
+    assert {t.number for t in top} <= set(numbers)
+    gaps = [b - a for a, b in zip(numbers, numbers[1:], strict=False)]
+    assert max(gaps) < 20  # an even thinning, not the newest 1,000 only
+    assert bounded(trials[:800], 1000, 50, maximize) == trials[:800]
+
+
+def test_bounded_tpe_asks_fast_on_a_big_study() -> None:
+    """10,000 finished trials: the bounded TPE asks as fast as plain TPE does at ~1,000."""
+    import time
+
+    cfg = config("tpe")
+    study = optuna.create_study(sampler=make_sampler(cfg))
+    dist = {"x": optuna.distributions.FloatDistribution(-5, 5)}
+    rng = np.random.default_rng(0)
+    study.add_trials([optuna.trial.create_trial(params={"x": float(x)}, distributions=dist,
+                                                value=float(x * x))
+                      for x in rng.uniform(-5, 5, 10_000)])
+    t0 = time.perf_counter()
+    for _ in range(5):
+        trial = study.ask()
+        x = trial.suggest_float("x", -5, 5)
+        study.tell(trial, x * x)
+    per_ask = (time.perf_counter() - t0) / 5
+    assert per_ask < 0.25, f"{per_ask * 1000:.0f} ms per ask"  # ~0.3-1 s unbounded here
+    assert min(t.value for t in study.trials[-5:]) < 0.5  # still samples near the optimum

@@ -642,7 +642,7 @@ def importances(data: ReportData, storage_url: str | None) -> tuple[dict[str, fl
     (fANOVA's cost grows faster than linearly: ~18 s for 1,000 trials x 20 params on 2 cores,
     ~6 min for 5,000). The sample is drawn from the tracking store's complete trials; those
     trials are then read from the Optuna study of the same name (its real distributions) when
-    ``storage_url`` holds one (one by one: loading all of a big study takes seconds), else
+    ``storage_url`` holds one, else
     built with distributions inferred from the tracking store.
     """
     import optuna
@@ -653,7 +653,7 @@ def importances(data: ReportData, storage_url: str | None) -> tuple[dict[str, fl
     if total > IMPORTANCE_SAMPLE:
         rng = np.random.default_rng(0)
         pick = sorted(int(n) for n in rng.choice(complete, IMPORTANCE_SAMPLE, replace=False))
-    frozen, source = _study_trials(data.name, storage_url, pick, one_by_one=len(pick) < total)
+    frozen, source = _study_trials(data.name, storage_url, pick)
     if frozen is None:
         frozen = _inferred_trials(data, set(pick))
         source = (
@@ -700,44 +700,24 @@ def importances(data: ReportData, storage_url: str | None) -> tuple[dict[str, fl
 
 
 def _study_trials(
-    name: str, storage_url: str | None, numbers: Sequence[int], *, one_by_one: bool
+    name: str, storage_url: str | None, numbers: Sequence[int]
 ) -> tuple[list[Any] | None, str]:
-    """Trials ``numbers`` of the Optuna study ``name`` that are complete with a finite value
-    (read one by one for a sample of a big study); None when there is no such study."""
+    """Trials ``numbers`` of the Optuna study ``name`` that are complete with a finite value;
+    None when there is no such study."""
     if not storage_url:
         return None, ""
-    import optuna
     from optuna.trial import TrialState
 
-    from hpo.storage_url import engine_kwargs
+    from hpo.study import open_storage
 
     try:
-        storage = optuna.storages.RDBStorage(
-            storage_url, engine_kwargs=engine_kwargs(storage_url), skip_table_creation=True
-        )
-    except Exception:  # noqa: BLE001 - not a database Optuna can open
-        return None, ""
-    try:
+        storage = open_storage(storage_url, name)
         study_id = storage.get_study_id_from_name(name)
         wanted = set(numbers)
-        if not one_by_one:  # every complete trial: one query
-            complete = storage.get_all_trials(
-                study_id, deepcopy=False, states=(TrialState.COMPLETE,)
-            )
-            trials = [t for t in complete if t.number in wanted]
-        else:  # a sample of a big study: only those trials
-            trials = []
-            for number in sorted(wanted):
-                try:
-                    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
-                except KeyError:  # in the tracking store but not in the study
-                    continue
-                trials.append(storage.get_trial(trial_id))
-    except Exception:  # noqa: BLE001 - no Optuna tables or study, other schema version, ...
+        complete = storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.COMPLETE,))
+        trials = [t for t in complete if t.number in wanted]
+    except Exception:  # noqa: BLE001 - no such study, unreadable database, ...
         return None, ""
-    finally:
-        storage.remove_session()
-        storage.engine.dispose()
     trials = [
         t
         for t in trials

@@ -1,11 +1,14 @@
-"""Tracking tables (SQLAlchemy 2.x declarative), all prefixed ``hpo_`` so they live next to
-Optuna's tables in the same database without clashing.
+"""Tracking tables (SQLAlchemy 2.x declarative), all prefixed ``hpo_`` so they can share a
+database with other applications' tables (Optuna's own RDB tables included) without clashing.
 
 - ``hpo_meta``: key/value; ``schema_version`` is checked by every ``TrackingStore``.
 - ``hpo_sweeps``: one row per sweep (= Optuna study name).
 - ``hpo_trials``: one row per trial, unique on (sweep_id, number).
 - ``hpo_metrics``: one row per (trial, step, metric name); the primary key is also the index
   that serves ``metrics()`` in (trial, step) order.
+- ``hpo_journal``: the Optuna study of each sweep, as Optuna's journal (an append-only log of
+  operations, one journal per sweep name, numbered 0, 1, 2, ... with no gaps); see
+  hpo.tracking.journal.
 
 Bump ``SCHEMA_VERSION`` on any incompatible change; stores of another version are refused.
 """
@@ -17,6 +20,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Double,
     ForeignKey,
     Index,
@@ -29,7 +33,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import DateTime, TypeDecorator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: Optuna studies live in hpo_journal
 VERSION_KEY = "schema_version"
 
 
@@ -146,8 +150,19 @@ class Metric(Base):
     logged_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
+class JournalEntry(Base):
+    __tablename__ = "hpo_journal"
+
+    journal: Mapped[str] = mapped_column(String(256), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    log: Mapped[str] = mapped_column(Text)  # JSON text: NaN/inf allowed (JSONB refuses them)
+    # one id per append call: a retried append whose first try did commit is not written twice
+    batch: Mapped[str] = mapped_column(String(36), index=True)
+
+
 metadata = Base.metadata
 meta_table = Meta.__table__
 sweeps = Sweep.__table__
 trials = Trial.__table__
 metrics = Metric.__table__
+journal = JournalEntry.__table__

@@ -26,6 +26,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from importlib import metadata as importlib_metadata
@@ -53,12 +54,14 @@ from hpo.tracking.records import (
 T = TypeVar("T")
 
 S, TR, M, META = schema.sweeps, schema.trials, schema.metrics, schema.meta_table
+J = schema.journal
 
 VERSION_PACKAGES = ("hpo", "optuna", "torch", "transformers", "peft", "ray", "sqlalchemy")
 _LOCK_RETRIES = 12  # SQLite 'locked'/'busy' (on top of the 60 s busy timeout per attempt)
 _CONN_RETRIES = 2  # lost connection / deadlock on PostgreSQL
 _IN_CHUNK = 500  # numbers per IN (...) list
 _ADVISORY_KEY = 0x68706F5F74726B  # "hpo_trk": serializes schema creation on PostgreSQL
+_JOURNAL_LOCK = 0x68706F6A  # "hpoj" (int4): with hashtext(journal), serializes appends on PG
 
 
 def _now() -> datetime:
@@ -274,7 +277,7 @@ class TrackingStore:
             raise StorageError(
                 f"{where} has an unreadable hpo_meta.schema_version ({version!r}); this hpo "
                 f"needs schema version {code}. Use a fresh storage, or drop the hpo_* tables "
-                "(tracking history is lost; Optuna studies are kept)."
+                "(the sweeps' history and studies are lost)."
             )
         if found > code:
             raise StorageError(
@@ -285,7 +288,7 @@ class TrackingStore:
         raise StorageError(
             f"{where} was written by an older hpo (tracking schema version {found}); this hpo "
             f"needs version {code}. Run the older hpo to read it, or use a fresh storage "
-            "(or drop the hpo_* tables: tracking history is lost, Optuna studies are kept)."
+            "(or drop the hpo_* tables: the sweeps' history and studies are lost)."
         )
 
     # -- helpers used inside transactions ---------------------------------------------------
@@ -629,9 +632,10 @@ class TrackingStore:
         return self._run(f"expire lost trials of sweep {sweep!r}", op)
 
     def delete_sweep(self, name: str) -> None:
-        """Delete a sweep with its trials and metrics. A missing sweep is not an error."""
+        """Delete a sweep with its trials, metrics and study. A missing sweep is not an error."""
 
         def op(conn: Connection) -> None:
+            conn.execute(sa.delete(J).where(J.c.journal == name))
             sweep_id = conn.scalar(sa.select(S.c.id).where(S.c.name == name))
             if sweep_id is None:
                 return
@@ -641,6 +645,62 @@ class TrackingStore:
             conn.execute(sa.delete(S).where(S.c.id == sweep_id))
 
         self._run(f"delete sweep {name!r}", op)
+
+    # -- the Optuna journal of each sweep (see hpo.tracking.journal) -------------------------
+    def append_journal(self, journal: str, logs: Sequence[str]) -> None:
+        """Append JSON log lines to ``journal`` with the next gapless sequence numbers.
+
+        Appends are serialized (PostgreSQL advisory lock, SQLite ``BEGIN IMMEDIATE``), so a
+        line is committed only after every line before it: a reader that has read up to N
+        never misses a line that commits later with a number below N. A retry after a lost
+        connection first checks whether the first try committed, so nothing is written twice.
+        """
+        batch = uuid.uuid4().hex
+        tries = 0
+
+        def op(conn: Connection) -> None:
+            nonlocal tries
+            tries += 1
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k, hashtext(:j))"),
+                             {"k": _JOURNAL_LOCK, "j": journal})
+            if tries > 1 and conn.scalar(
+                sa.select(sa.func.count()).where(J.c.journal == journal, J.c.batch == batch)
+            ):
+                return  # the earlier try committed before its connection was lost
+            nxt = conn.scalar(sa.select(sa.func.max(J.c.seq)).where(J.c.journal == journal))
+            start = -1 if nxt is None else int(nxt)
+            conn.execute(sa.insert(J), [
+                {"journal": journal, "seq": start + 1 + i, "log": line, "batch": batch}
+                for i, line in enumerate(logs)
+            ])
+
+        for attempt in range(_LOCK_RETRIES):
+            try:
+                return self._run(f"append to the study journal of {journal!r}", op)
+            except StorageError as exc:  # a database without the locks above raced us
+                if "UNIQUE" not in str(exc).upper() or attempt == _LOCK_RETRIES - 1:
+                    raise
+                time.sleep(0.01 * (attempt + 1) * random.random())
+
+    def read_journal(self, journal: str, start: int) -> list[str]:
+        """JSON log lines of ``journal`` numbered ``start`` and up, in order."""
+        return self._run(
+            f"read the study journal of {journal!r}",
+            lambda conn: list(conn.scalars(
+                sa.select(J.c.log).where(J.c.journal == journal, J.c.seq >= start)
+                .order_by(J.c.seq)
+            )),
+            write=False,
+        )
+
+    def journal_exists(self, journal: str) -> bool:
+        return bool(self._run(
+            "read the study journals",
+            lambda conn: conn.scalar(sa.select(J.c.seq).where(J.c.journal == journal).limit(1))
+            is not None,
+            write=False,
+        ))
 
     # -- reads -----------------------------------------------------------------------------
     def list_sweeps(self) -> list[SweepRecord]:

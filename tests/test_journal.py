@@ -1,0 +1,104 @@
+"""The Optuna journal in the tracking database (hpo.tracking.journal), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import multiprocessing
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from hpo.study import open_storage
+from hpo.tracking import TrackingStore
+
+PROCS, TRIALS_EACH = 4, 15
+
+
+def _worker(url: str, barrier) -> None:
+    study = optuna.load_study(study_name="shared", storage=open_storage(url, "shared"),
+                              sampler=optuna.samplers.RandomSampler())
+    barrier.wait()
+    for _ in range(TRIALS_EACH):
+        trial = study.ask()
+        x = trial.suggest_float("x", -1, 1)
+        trial.report(x, 1)
+        study.tell(trial, x * x)
+
+
+def test_processes_share_one_study(storage_url):
+    """Concurrent askers/tellers: gapless journal, one replay order, no trial lost or doubled."""
+    optuna.create_study(study_name="shared", storage=open_storage(storage_url, "shared"))
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(PROCS)
+    procs = [ctx.Process(target=_worker, args=(storage_url, barrier)) for _ in range(PROCS)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    assert [p.exitcode for p in procs] == [0] * PROCS
+    study = optuna.load_study(study_name="shared", storage=open_storage(storage_url, "shared"))
+    trials = study.get_trials()
+    assert len(trials) == PROCS * TRIALS_EACH
+    assert [t.number for t in trials] == list(range(PROCS * TRIALS_EACH))
+    assert all(t.state == TrialState.COMPLETE and t.value == t.params["x"] ** 2 for t in trials)
+    assert all(t.intermediate_values == {1: t.params["x"]} for t in trials)
+
+
+def test_sweeps_have_separate_journals(storage_url):
+    for name in ("a", "b"):
+        study = optuna.create_study(study_name=name, storage=open_storage(storage_url, name))
+        study.enqueue_trial({"x": 0.5})
+    assert optuna.get_all_study_names(open_storage(storage_url, "a")) == ["a"]
+    store = TrackingStore(storage_url)
+    assert store.journal_exists("a") and store.journal_exists("b")
+    store.delete_sweep("a")
+    assert not store.journal_exists("a") and store.journal_exists("b")
+
+
+def test_enqueued_trial_is_popped_once(storage_url):
+    """Two storages (two processes' replicas) race for one enqueued trial: one gets it."""
+    optuna.create_study(study_name="q", storage=open_storage(storage_url, "q"))
+    one = optuna.load_study(study_name="q", storage=open_storage(storage_url, "q"))
+    two = optuna.load_study(study_name="q", storage=open_storage(storage_url, "q"))
+    one.enqueue_trial({"x": 0.25})
+    a, b = one.ask(), two.ask()
+    xs = [t.suggest_float("x", 0, 1) for t in (a, b)]
+    assert xs.count(0.25) == 1
+    assert len(one.get_trials()) == 2
+
+
+def test_retried_append_is_not_written_twice(sqlite_url, monkeypatch):
+    """A connection lost after COMMIT makes the store retry the append: it must not repeat."""
+    store = TrackingStore(sqlite_url)
+    original = TrackingStore._run
+
+    def run_twice(self, action, fn, *, write=True):
+        result = original(self, action, fn, write=write)
+        if action.startswith("append"):
+            original(self, action, fn, write=write)  # the retry after a "lost" connection
+        return result
+
+    monkeypatch.setattr(TrackingStore, "_run", run_twice)
+    store.append_journal("j", ['{"a": 1}', '{"a": 2}'])
+    store.append_journal("j", ['{"a": 3}'])
+    monkeypatch.undo()
+    assert store.read_journal("j", 0) == ['{"a": 1}', '{"a": 2}', '{"a": 3}']
+    assert store.read_journal("j", 2) == ['{"a": 3}']
+
+
+def test_non_finite_values_round_trip(storage_url):
+    study = optuna.create_study(study_name="nan", storage=open_storage(storage_url, "nan"))
+    trial = study.ask()
+    trial.report(float("nan"), 1)
+    trial.report(float("inf"), 2)
+    study.tell(trial, state=TrialState.PRUNED)
+    again = optuna.load_study(study_name="nan", storage=open_storage(storage_url, "nan"))
+    values = again.trials[0].intermediate_values
+    assert values[1] != values[1] and values[2] == float("inf")
+
+
+def test_unreachable_database_is_a_clear_error():
+    from hpo.errors import StorageError
+
+    with pytest.raises(StorageError, match="Check that the database server is running"):
+        open_storage("postgresql+psycopg2://nobody:secret@127.0.0.1:1/x", "s")
