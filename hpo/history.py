@@ -18,6 +18,7 @@ Below ``max_trials`` the sampler sees the study unchanged, so sweeps of up to 1,
 
 from __future__ import annotations
 
+import copy
 import heapq
 from collections.abc import Container, Sequence
 from typing import Any
@@ -38,47 +39,49 @@ def bounded(
     """The trials a bounded sampler sees (all of them when there are at most ``max_trials``)."""
     if len(trials) <= max_trials:
         return list(trials)
-    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-    sign = -1.0 if maximize else 1.0
-    best = heapq.nsmallest(keep_best, complete, key=lambda t: sign * t.value)
-    keep = {t.number for t in best}
-    keep.update(t.number for t in trials if not t.state.is_finished())
-    rest = [t for t in trials if t.number not in keep]
+    # FrozenTrial's public accessors are properties with checks; at 10,000 trials x 3 calls per
+    # ask they cost more than the sampling, so read the fields behind them.
+    complete, keep = [], set()
+    for i, t in enumerate(trials):
+        state = t.state  # a plain attribute; value and number are properties
+        if state == TrialState.COMPLETE and t._values:
+            complete.append((-t._values[0] if maximize else t._values[0], i))
+        elif not state.is_finished():
+            keep.add(i)
+    keep.update(i for _, i in heapq.nsmallest(keep_best, complete))
+    rest = [i for i in range(len(trials)) if i not in keep]
     room = max(0, max_trials - len(keep))
     if len(rest) <= room:
-        keep.update(t.number for t in rest)
+        keep.update(rest)
     elif room:
-        stride = len(rest) / room
-        picked = {rest[min(len(rest) - 1, int(len(rest) - 1 - i * stride))].number
-                  for i in range(min(room, len(rest)))}  # always includes the newest
-        keep.update(picked)
-    return [t for t in trials if t.number in keep]
+        stride = len(rest) / room  # > 1: every k-th of the rest, counting back from the newest
+        keep.update(rest[int(len(rest) - 1 - j * stride)] for j in range(room))
+    return [trials[i] for i in sorted(keep)]
 
 
 class _StudyView:
-    """A study whose trial lists are bounded; everything else is the real study."""
+    """A study whose trial lists come from ``trials`` (bounded); the rest is the real study."""
 
-    def __init__(self, study: optuna.Study, max_trials: int, keep_best: int) -> None:
+    def __init__(self, study: optuna.Study, trials: list[FrozenTrial] | None) -> None:
         self._study = study
-        self._max, self._best = max_trials, keep_best
+        self._bounded = trials  # None: the study is small, pass every call through
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._study, name)
-
-    def _bound(self, trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
-        maximize = self._study.directions[0] == StudyDirection.MAXIMIZE
-        return bounded(trials, self._max, self._best, maximize)
 
     def _get_trials(
         self, deepcopy: bool = True, states: Container[TrialState] | None = None,
         use_cache: bool = False,
     ) -> list[FrozenTrial]:
-        return self._bound(self._study._get_trials(deepcopy, states, use_cache=use_cache))
+        if self._bounded is None:
+            return self._study._get_trials(deepcopy, states, use_cache=use_cache)
+        out = [t for t in self._bounded if states is None or t.state in states]
+        return copy.deepcopy(out) if deepcopy else out
 
     def get_trials(
         self, deepcopy: bool = True, states: Container[TrialState] | None = None
     ) -> list[FrozenTrial]:
-        return self._bound(self._study.get_trials(deepcopy=deepcopy, states=states))
+        return self._get_trials(deepcopy, states)
 
     @property
     def trials(self) -> list[FrozenTrial]:
@@ -86,7 +89,11 @@ class _StudyView:
 
 
 class BoundedHistorySampler(BaseSampler):
-    """``sampler`` on a bounded view of the study (see the module docstring)."""
+    """``sampler`` on a bounded view of the study (see the module docstring).
+
+    The bounded list is built once per asked trial (from all trials, whatever their state)
+    and filtered for each of the sampler's reads of that ask.
+    """
 
     def __init__(
         self, sampler: BaseSampler, max_trials: int = MAX_TRIALS, keep_best: int = KEEP_BEST
@@ -94,29 +101,38 @@ class BoundedHistorySampler(BaseSampler):
         self.sampler = sampler
         self.max_trials = max_trials
         self.keep_best = keep_best
+        self._memo: tuple[Any, list[FrozenTrial] | None] | None = None
 
-    def _view(self, study: optuna.Study) -> Any:
-        return _StudyView(study, self.max_trials, self.keep_best)
+    def _view(self, study: optuna.Study, trial: FrozenTrial) -> Any:
+        key = (study._study_id, id(study._storage), trial.number)
+        if self._memo is None or self._memo[0] != key:
+            every = study._get_trials(deepcopy=False, states=None, use_cache=False)
+            trials = None
+            if len(every) > self.max_trials:
+                maximize = study.directions[0] == StudyDirection.MAXIMIZE
+                trials = bounded(every, self.max_trials, self.keep_best, maximize)
+            self._memo = (key, trials)
+        return _StudyView(study, self._memo[1])
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.sampler.before_trial(study, trial)
 
     def infer_relative_search_space(
         self, study: optuna.Study, trial: FrozenTrial
     ) -> dict[str, BaseDistribution]:
-        return self.sampler.infer_relative_search_space(self._view(study), trial)
+        return self.sampler.infer_relative_search_space(self._view(study, trial), trial)
 
     def sample_relative(
         self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
-        return self.sampler.sample_relative(self._view(study), trial, search_space)
+        return self.sampler.sample_relative(self._view(study, trial), trial, search_space)
 
     def sample_independent(
         self, study: optuna.Study, trial: FrozenTrial, param_name: str,
         param_distribution: BaseDistribution,
     ) -> Any:
         return self.sampler.sample_independent(
-            self._view(study), trial, param_name, param_distribution)
-
-    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self.sampler.before_trial(study, trial)
+            self._view(study, trial), trial, param_name, param_distribution)
 
     def after_trial(
         self, study: optuna.Study, trial: FrozenTrial, state: TrialState,

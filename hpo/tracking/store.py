@@ -204,8 +204,15 @@ class TrackingStore:
             detail += "."
         return StorageError(f"Tracking storage {self.masked_url}: cannot {action}: {detail}{hint}")
 
-    def _run(self, action: str, fn: Callable[[Connection], T], *, write: bool = True) -> T:
-        """Run ``fn`` in one transaction; retry lock errors and lost connections."""
+    def _run(
+        self, action: str, fn: Callable[[Connection], T], *, write: bool = True,
+        single_read: bool = False,
+    ) -> T:
+        """Run ``fn`` in one transaction; retry lock errors and lost connections.
+
+        ``single_read``: ``fn`` runs one SELECT, sent in autocommit mode (one round trip
+        instead of BEGIN, SELECT, COMMIT).
+        """
         if os.getpid() != self._pid:  # forked: never share pooled sockets with the parent
             self._engine.dispose(close=False)
             self._pid = os.getpid()
@@ -215,6 +222,8 @@ class TrackingStore:
             try:
                 with self._engine.connect() as conn:
                     connected = True
+                    if single_read:
+                        return fn(conn.execution_options(isolation_level="AUTOCOMMIT"))
                     if write and self._sqlite:
                         conn.execution_options(hpo_immediate=True)
                     with conn.begin():
@@ -691,7 +700,7 @@ class TrackingStore:
                 sa.select(J.c.log).where(J.c.journal == journal, J.c.seq >= start)
                 .order_by(J.c.seq)
             )),
-            write=False,
+            write=False, single_read=True,
         )
 
     def journal_exists(self, journal: str) -> bool:
