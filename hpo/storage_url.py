@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -78,11 +79,22 @@ def prepare_sqlite(url: str) -> None:
             f"Storage {url!r}: folder {str(path.parent)!r} does not exist. Create it first "
             "(note: an absolute SQLite path needs four slashes, sqlite:////abs/path.db)."
         )
-    try:
-        with sqlite3.connect(path, timeout=60) as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
-    except sqlite3.Error as exc:
-        raise StorageError(f"Cannot open SQLite storage {str(path)!r}: {exc}") from None
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with sqlite3.connect(path, timeout=60) as conn:
+                if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            # Switching to WAL needs the file to itself and SQLite does not wait for that (no
+            # busy handler): another process creating the tables at the same moment makes it
+            # fail with "database is locked". The mode sticks, so retry until one of us set it.
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise StorageError(f"Cannot open SQLite storage {str(path)!r}: {exc}") from None
+            time.sleep(0.05)
+        except sqlite3.Error as exc:
+            raise StorageError(f"Cannot open SQLite storage {str(path)!r}: {exc}") from None
 
 
 def engine_kwargs(url: str) -> dict[str, Any]:
