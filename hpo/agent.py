@@ -77,13 +77,17 @@ class Heartbeat:
         self._thread.join(timeout=5)
 
 
-def wait_for_sweep(name: str, url: str, max_idle_s: float) -> optuna.Study:
+def wait_for_sweep(
+    name: str, url: str, max_idle_s: float, tracking: Any = None
+) -> optuna.Study:
     """Load the sweep's study, waiting up to ``max_idle_s`` for it to be created."""
     deadline = time.monotonic() + max_idle_s
     announced = False
     while True:
         try:
-            return retry_storage(lambda: studies.load(name, url), f"load sweep {name!r}")
+            return retry_storage(
+                lambda: studies.load(name, studies.open_storage(url, name, tracking)),
+                f"load sweep {name!r}")
         except StudyNotFound:
             if time.monotonic() >= deadline:
                 raise StudyNotFound(
@@ -108,15 +112,15 @@ def run_agent(
 ) -> AgentResult:
     """Run trials of sweep ``study`` until its budget is spent or ``trials`` ran here."""
     url = resolve_url(storage)
-    loaded = wait_for_sweep(study, url, max_idle_s)
-    config = studies.stored_config(loaded)
     from hpo.tracking import TrackingStore
 
-    tracking = TrackingStore(url)
+    tracking = TrackingStore(url)  # one pool for the tracking store and the study's journal
+    loaded = wait_for_sweep(study, url, max_idle_s, tracking)
+    config = studies.stored_config(loaded)
     spec = RunnerSpec(config=config.to_dict(), storage=url, study=study, cwd=os.getcwd(),
                       artifact_dir=os.path.abspath(os.path.join("artifacts", study)))
     host, pid = worker_identity()
-    runner = TrialRunner(spec, worker=f"agent:{host}:{pid}")
+    runner = TrialRunner(spec, worker=f"agent:{host}:{pid}", tracking=tracking, study=loaded)
     runner.leased = True
     placement = {"host": host, "pid": pid, "device": runner.device or default_device()}
     if objective is not None:

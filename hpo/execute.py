@@ -66,8 +66,10 @@ class TrialRunner:
     """Runs trials of one sweep in this process; keeps the study and stores open."""
 
     def __init__(
-        self, spec: RunnerSpec, worker: str | None = None, device: str | None = None
+        self, spec: RunnerSpec, worker: str | None = None, device: str | None = None,
+        *, tracking: Any = None, study: optuna.Study | None = None,
     ) -> None:
+        """``tracking``/``study``: this process's already open ones (one pool, one replay)."""
         from hpo.tracking import TrackingStore
 
         if spec.cwd and os.path.isdir(spec.cwd):
@@ -84,8 +86,9 @@ class TrialRunner:
 
             objective = cloudpickle.loads(spec.objective)
         self.trainer: Trainer = resolve(self.config, objective)
-        self.tracking = TrackingStore(spec.storage)
-        self.study = load(spec.study, open_storage(spec.storage, spec.study, self.tracking))
+        self.tracking = tracking if tracking is not None else TrackingStore(spec.storage)
+        self.study = study if study is not None else load(
+            spec.study, open_storage(spec.storage, spec.study, self.tracking))
         host, pid = worker_identity()
         self.host, self.pid = host, pid
         self.worker = worker or f"local:{host}:{pid}"

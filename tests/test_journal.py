@@ -50,9 +50,9 @@ def test_sweeps_have_separate_journals(storage_url):
         study.enqueue_trial({"x": 0.5})
     assert optuna.get_all_study_names(open_storage(storage_url, "a")) == ["a"]
     store = TrackingStore(storage_url)
-    assert store.journal_exists("a") and store.journal_exists("b")
+    assert store.read_journal("a", 0) and store.read_journal("b", 0)
     store.delete_sweep("a")
-    assert not store.journal_exists("a") and store.journal_exists("b")
+    assert not store.read_journal("a", 0) and store.read_journal("b", 0)
 
 
 def test_enqueued_trial_is_popped_once(storage_url):

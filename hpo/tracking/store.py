@@ -703,14 +703,6 @@ class TrackingStore:
             write=False, single_read=True,
         )
 
-    def journal_exists(self, journal: str) -> bool:
-        return bool(self._run(
-            "read the study journals",
-            lambda conn: conn.scalar(sa.select(J.c.seq).where(J.c.journal == journal).limit(1))
-            is not None,
-            write=False,
-        ))
-
     # -- reads -----------------------------------------------------------------------------
     def list_sweeps(self) -> list[SweepRecord]:
         """Every sweep, oldest first."""
