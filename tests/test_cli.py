@@ -99,24 +99,46 @@ def test_unknown_sweep_and_masked_password(tmp_path, sqlite_url):
     assert "alice:***@" in proc.stderr
 
 
+HELD_TRAINER = """\
+import os, time
+
+def sleep(params, ctx):
+    time.sleep(float(params["seconds"]))
+    while os.path.exists(params["hold"]):  # the test holds trials here until it interrupts
+        time.sleep(0.05)
+    return {"loss": float(params["x"]) ** 2}
+"""
+
+
 @pytest.mark.parametrize("parallel", [1, 2])
 def test_ctrl_c_keeps_finished_trials_and_resumes(tmp_path, sqlite_url, parallel):
-    sweep = write_sweep(tmp_path, name="slow", seconds=0.8, parallel=parallel, trials=10)
+    hold = tmp_path / "hold"
+    (tmp_path / "held.py").write_text(HELD_TRAINER)
+    sweep = write_sweep(tmp_path, name="slow", seconds=0.3, parallel=parallel, trials=10)
+    sweep.write_text(sweep.read_text().replace("examples.objectives:sleep", "held:sleep").replace(
+        "  seconds:", f"  hold: {{value: '{hold}'}}\n  seconds:"))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "hpo.cli", "sweep", str(sweep), "--storage", sqlite_url,
            "--no-report"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     store = TrackingStore(sqlite_url)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # interrupt while a trainer is surely running
+
+    def wait_for(condition) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not condition():
+            time.sleep(0.02)
+
+    def so_far() -> dict[str, int]:
         try:
-            running = [t for t in store.trials("slow", states=["running"]) if t.pid]
-            if store.counts("slow").get("complete", 0) >= 3 and running:
-                break
-        except Exception:
-            pass
-        time.sleep(0.02)
+            return store.counts("slow")
+        except Exception:  # the sweep is not recorded yet
+            return {}
+
+    wait_for(lambda: so_far().get("complete", 0) >= 3)
+    hold.touch()  # from now on no trial can finish: the interrupt surely finds one running
+    time.sleep(0.6)
+    wait_for(lambda: [t for t in store.trials("slow", states=["running"]) if t.pid])
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
@@ -126,6 +148,7 @@ def test_ctrl_c_keeps_finished_trials_and_resumes(tmp_path, sqlite_url, parallel
     assert complete_before >= 3 and counts["running"] == 0
     assert counts["interrupted"] >= 1
     done_before = {t.number: t.value for t in store.trials("slow", states=["complete"])}
+    hold.unlink()
     # the same command resumes: the budget (10 finished) is met, nothing finished is lost
     run_hpo("sweep", str(sweep), "--storage", sqlite_url, "--no-report", cwd=tmp_path)
     after = store.counts("slow")

@@ -33,8 +33,8 @@ def main():
     vb2 = 0.0
 
     def forward(x):
-        hidden = [math.tanh(w * x + b) for w, b in zip(w1, b1)]
-        return hidden, sum(w * a for w, a in zip(w2, hidden)) + b2
+        hidden = [math.tanh(w * x + b) for w, b in zip(w1, b1, strict=True)]
+        return hidden, sum(w * a for w, a in zip(w2, hidden, strict=True)) + b2
 
     for epoch in range(int(cfg.epochs)):
         rng.shuffle(train)
@@ -44,9 +44,9 @@ def main():
             err = pred - y
             total += err * err
             g_w2 = [2 * err * a for a in hidden]
-            g_pre = [2 * err * w * (1 - a * a) for w, a in zip(w2, hidden)]
+            g_pre = [2 * err * w * (1 - a * a) for w, a in zip(w2, hidden, strict=True)]
             grads = [[g * x for g in g_pre], g_pre, g_w2]
-            for p, v, g in zip(params, velocity, grads):
+            for p, v, g in zip(params, velocity, grads, strict=True):
                 for i in range(h):
                     v[i] = cfg.momentum * v[i] - cfg.lr * g[i]
                     p[i] += v[i]
