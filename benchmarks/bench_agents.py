@@ -4,11 +4,11 @@
    plain Optuna RDB with the same number of processes each running ``study.optimize`` (TPE,
    same storage). Throughput is measured on the trials' own timestamps (first start to last
    end), so process start-up is not counted for either.
-2. Ask latency p50/p99 at 1,000 and 10,000 finished trials: hpo's agent ask (claim a budget
+2. Ask latency p50/p99 at 100, 1,000 and 10,000 finished trials: hpo's agent ask (claim a budget
    slot + ask + sample + record) vs. Optuna's ``study.ask`` + sample, TPE, one long-lived
    process each (the first ask, which loads the study, is reported separately).
 
-    python benchmarks/bench_agents.py [--agents 1 4 16 64] [--trials 400] [--sizes 1000 10000]
+    python benchmarks/bench_agents.py [--agents 1 4 16 64] [--trials 400] [--sizes 100 1000 10000]
 """
 
 from __future__ import annotations
@@ -138,9 +138,11 @@ def ask_latency(url: str, size: int, asks: int) -> list[dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--agents", type=int, nargs="+", default=[1, 4, 16, 64])
+    ap.add_argument("--agents", type=int, nargs="*", default=[1, 4, 16, 64],
+                    help="agent counts (none: only the ask-latency part)")
     ap.add_argument("--trials", type=int, default=400)
-    ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000])
+    ap.add_argument("--sizes", type=int, nargs="*", default=[100, 1000, 10000],
+                    help="finished trials before timing asks (none: only throughput)")
     ap.add_argument("--asks", type=int, default=100)
     args = ap.parse_args()
     rows = []
@@ -152,15 +154,17 @@ def main() -> None:
         rows.append({"processes": n, "hpo_agents_trials_per_s": h,
                      "optuna_rdb_trials_per_s": o, "ratio": h / o})
         print(rows[-1], flush=True)
-    print(f"\n# agents on PostgreSQL, no-op trainer, {args.trials} trials ({machine()})\n")
-    print(markdown(rows, ["processes", "hpo_agents_trials_per_s", "optuna_rdb_trials_per_s",
-                          "ratio"]))
+    if rows:
+        print(f"\n# agents on PostgreSQL, no-op trainer, {args.trials} trials ({machine()})\n")
+        print(markdown(rows, ["processes", "hpo_agents_trials_per_s", "optuna_rdb_trials_per_s",
+                              "ratio"]))
     lat = []
     for size in args.sizes:
         with postgres_storage() as url:
             lat += ask_latency(url, size, args.asks)
-    print("\n# ask latency (TPE, PostgreSQL)\n")
-    print(markdown(lat, ["finished_trials", "who", "first_ask_ms", "p50_ms", "p99_ms"]))
+    if lat:
+        print("\n# ask latency (TPE, PostgreSQL)\n")
+        print(markdown(lat, ["finished_trials", "who", "first_ask_ms", "p50_ms", "p99_ms"]))
 
 
 if __name__ == "__main__":

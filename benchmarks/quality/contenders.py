@@ -6,13 +6,21 @@ its budget; trials that end past the budget are dropped from the record.
 
 Contenders (same problems, same budget, same seeds):
 
-* ``hpo``: hpo's defaults. method ``tpe`` -> ``hpo.strategy``'s TPESampler(multivariate, group,
-  constant_liar, n_startup_trials=10); on multi-fidelity problems ``early_terminate: asha`` ->
-  ``hpo.strategy.AshaPruner``: SuccessiveHalvingPruner(reduction_factor 3) whose first rung is
-  two rungs below the longest trial, min_resource = max(1, max_step // 9), max_step = the last
-  step of the first completed trial (before that nothing is pruned). The trainer reports at
-  fidelities 1..max. Runs hpo's own study/sampler/pruner/space/TrialContext code on an Optuna
-  in-memory storage (see ``hpo_sweep`` for why and for the check that it is the same search).
+* ``hpo``: hpo's defaults, i.e. a sweep file that sets only ``method: tpe``, the metric and the
+  parameters: ``hpo.strategy``'s TPESampler(multivariate, group, constant_liar,
+  n_startup_trials=10) and no early stopping (hpo, like W&B, stops trials early only when the
+  sweep sets ``early_terminate``). On multi-fidelity problems the trainer still reports at
+  fidelities 1..max; every trial runs to the end. Runs hpo's own study/sampler/pruner/space/
+  TrialContext code on an Optuna in-memory storage (see ``hpo_sweep`` for why and for the
+  check that it is the same search). Until 2026-11-24 this contender ran with
+  ``early_terminate: asha`` on multi-fidelity problems; those rows are now ``hpo_asha``, and
+  the rows of the former ``hpo_nopruner`` ablation (the same configuration as today's ``hpo``:
+  ``early_terminate: {type: none}``) are ``hpo`` (``results/relabel.txt``).
+* ``hpo_asha``: hpo's defaults plus ``early_terminate: {type: asha}`` (what a user who turns
+  early stopping on with no settings gets): ``hpo.strategy.AshaPruner``,
+  SuccessiveHalvingPruner(reduction_factor 3) whose first rung is two rungs below the longest
+  trial, min_resource = max(1, max_step // 9), max_step = the last step of the first completed
+  trial (before that nothing is pruned).
 * ``hpo_sweep``: the same, through ``hpo.run_sweep`` (SQLite storage on /dev/shm, tracking
   store, in-process backend). About 0.2-0.5 s of storage work per trial on this machine, so the
   full grid uses ``hpo``; ``run.py --check-sweep`` shows both give the same trials.
@@ -25,7 +33,7 @@ Contenders (same problems, same budget, same seeds):
   with 2 CPUs, ``max_concurrent_trials=2``, ``reuse_actors=True``.
 * ablations of hpo's defaults (for deciding whether they should change): ``hpo_indep``
   (multivariate=False, group=False), ``hpo_startup20`` / ``hpo_startup5`` (n_startup_trials),
-  ``hpo_nopruner`` (no early stopping), ``hpo_hyperband`` (``early_terminate: hyperband``
+  ``hpo_hyperband`` (``early_terminate: hyperband``
   min_iter 1, eta 3), ``hpo_asha_eta2`` (``asha`` with eta 2), ``hpo_asha_minres`` (``asha``
   with min_resource = round(max fidelity / 9), i.e. the first rung two rungs below the top, set
   from the start; hpo's default now does nearly the same: max // 9 once a trial completed).
@@ -107,10 +115,9 @@ def _sweep_config(problem: Problem, seed: int, variant: str = "hpo") -> dict[str
         "method": "tpe", "metric": {"name": METRIC, "goal": "minimize"},
         "parameters": problem.parameters, "seed": seed,
     }
-    if problem.multi_fidelity:
-        cfg["early_terminate"] = {"type": "asha"}
-        if variant == "hpo_nopruner":
-            cfg["early_terminate"] = {"type": "none"}
+    if problem.multi_fidelity:  # hpo's default: no early stopping unless the sweep asks
+        if variant == "hpo_asha":
+            cfg["early_terminate"] = {"type": "asha"}
         elif variant == "hpo_hyperband":
             cfg["early_terminate"] = {"type": "hyperband", "min_iter": 1, "eta": 3}
         elif variant == "hpo_asha_eta2":
@@ -431,12 +438,12 @@ CONTENDERS: dict[str, Callable[[Problem, int, float], list[Trial]]] = {
     "hpo_indep": lambda p, s, b: run_hpo(p, s, b, "hpo_indep"),
     "hpo_startup20": lambda p, s, b: run_hpo(p, s, b, "hpo_startup20"),
     "hpo_startup5": lambda p, s, b: run_hpo(p, s, b, "hpo_startup5"),
-    "hpo_nopruner": lambda p, s, b: run_hpo(p, s, b, "hpo_nopruner"),
+    "hpo_asha": lambda p, s, b: run_hpo(p, s, b, "hpo_asha"),
     "hpo_hyperband": lambda p, s, b: run_hpo(p, s, b, "hpo_hyperband"),
     "hpo_asha_eta2": lambda p, s, b: run_hpo(p, s, b, "hpo_asha_eta2"),
     "hpo_asha_minres": lambda p, s, b: run_hpo(p, s, b, "hpo_asha_minres"),
 }
-MF_ONLY = {"optuna_hyperband", "hpo_nopruner", "hpo_hyperband", "hpo_asha_eta2",
+MF_ONLY = {"optuna_hyperband", "hpo_asha", "hpo_hyperband", "hpo_asha_eta2",
            "hpo_asha_minres"}
 
 

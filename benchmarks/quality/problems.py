@@ -29,6 +29,8 @@ mfh_      held out: MF-Hartmann 3/6-d, moderate/terrible    mf-prior-bench
 heldout   fidelity correlation, 20 steps as for mfh
 lcbench_  held out: LCBench tasks 7593, 34539, 126025      yahpo-gym
 heldout
+lcbench_  held out, second set: LCBench tasks 126026,      yahpo-gym
+heldout2  126029, 146212
 ========  ===============================================  ===================================
 
 The ``*_heldout`` families validate choices of hpo's defaults made on ``mfh`` / ``lcbench``:
@@ -36,6 +38,10 @@ they were not run when the default (``early_terminate: asha``'s first rung) was 
 ``mfh_heldout`` is every MF-Hartmann variant mf-prior-bench offers besides the ones ``mfh``
 uses; ``lcbench_heldout`` is, by a fixed rule, the 3 lowest OpenML task ids (numeric order, which
 is also the order of YAHPO's own instance list) among LCBench's 34 that ``lcbench`` does not use.
+``lcbench_heldout2`` is the next 3 by the same rule (126026, 126029, 146212), named in the
+benchmark README as the next validation set before any of them ran; it validates the change of
+what the ``hpo`` contender runs on multi-fidelity problems (hpo's defaults: no early stopping
+unless the sweep file asks for it), which was decided after the first two held-out families ran.
 
 ``family_status(family)`` says whether a family can run here and, if not, why.
 """
@@ -64,9 +70,11 @@ REFERENCE_FILE = HERE / "reference_values.json"
 YAHPO_DATA = Path(os.environ.get("HPO_BENCH_YAHPO_DATA",
                                  REPO.parent / "shared" / "bench-data" / "yahpo_data"))
 
-FAMILIES = ("bbob", "hpolib", "nb201", "mfh", "lcbench", "mfh_heldout", "lcbench_heldout")
-MULTI_FIDELITY = ("mfh", "lcbench", "mfh_heldout", "lcbench_heldout")
-HELDOUT = ("mfh_heldout", "lcbench_heldout")
+FAMILIES = ("bbob", "hpolib", "nb201", "mfh", "lcbench", "mfh_heldout", "lcbench_heldout",
+            "lcbench_heldout2")
+LCBENCH_FAMILIES = ("lcbench", "lcbench_heldout", "lcbench_heldout2")
+MULTI_FIDELITY = ("mfh", "mfh_heldout", *LCBENCH_FAMILIES)
+HELDOUT = ("mfh_heldout", "lcbench_heldout", "lcbench_heldout2")
 
 BBOB_FUNCTIONS = tuple(range(1, 25))
 BBOB_DIMS = (2, 5)
@@ -79,6 +87,7 @@ MFH_STRIDE = 5  # mfpbench's z = 1..100 is exposed as 20 steps, z = 5, 10, .., 1
 LCBENCH_INSTANCES = ("167168", "189906", "3945")
 # held out: the 3 lowest task ids of YAHPO's 34 LCBench instances not in LCBENCH_INSTANCES
 LCBENCH_HELDOUT = ("7593", "34539", "126025")
+LCBENCH_HELDOUT2 = ("126026", "126029", "146212")  # the next 3 by the same rule
 
 
 def default_budget(dim: int) -> int:
@@ -402,6 +411,8 @@ def problem_names(family: str) -> list[str]:
         return list(MFH_HELDOUT)
     if family == "lcbench_heldout":
         return [f"lcbench_{i}" for i in LCBENCH_HELDOUT]
+    if family == "lcbench_heldout2":
+        return [f"lcbench_{i}" for i in LCBENCH_HELDOUT2]
     raise ValueError(f"unknown family {family!r}; one of {FAMILIES}")
 
 
@@ -410,6 +421,8 @@ def family_of(name: str) -> str:
         return "mfh_heldout"
     if name.startswith("lcbench_") and name.split("_", 1)[1] in LCBENCH_HELDOUT:
         return "lcbench_heldout"
+    if name.startswith("lcbench_") and name.split("_", 1)[1] in LCBENCH_HELDOUT2:
+        return "lcbench_heldout2"
     return "mfh" if name.startswith("mfh") else name.split("_", 1)[0]
 
 
@@ -424,7 +437,7 @@ def get_problem(name: str) -> Problem:
         return _tabular(family, name.split("_", 1)[1])
     if family in ("mfh", "mfh_heldout"):
         return _mfh(name)
-    if family in ("lcbench", "lcbench_heldout"):
+    if family in LCBENCH_FAMILIES:
         return _lcbench(name.split("_", 1)[1])
     raise ValueError(f"unknown problem {name!r}")
 
@@ -442,7 +455,7 @@ def family_status(family: str) -> str | None:
                 return (f"mf-prior-bench venv missing ({py}); create it with "
                         "`bash benchmarks/setup_venvs.sh`")
             get_problem(problem_names(family)[0])
-        elif family in ("lcbench", "lcbench_heldout"):
+        elif family in LCBENCH_FAMILIES:
             py = _venv_python("yahpo")
             if not py.exists():
                 return (f"yahpo-gym venv missing ({py}); create it with "

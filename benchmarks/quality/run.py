@@ -47,16 +47,18 @@ HERE = Path(__file__).resolve().parent
 FIELDS = ["contender", "problem", "family", "seed", "budget", "index", "cost", "observed", "true"]
 GRID = np.linspace(0.05, 1.0, 20)  # budget fractions for curves
 MAIN = ["hpo", "optuna_median", "optuna_hyperband", "random"]
-ABLATIONS = ["hpo_indep", "hpo_startup5", "hpo_startup20", "hpo_nopruner", "hpo_hyperband",
+ABLATIONS = ["hpo_indep", "hpo_startup5", "hpo_startup20", "hpo_asha", "hpo_hyperband",
              "hpo_asha_eta2", "hpo_asha_minres"]
 RAY = ["ray_asha_random", "ray_asha_optuna"]
 # Rows kept in trials.csv.gz from code that no longer exists: reported like any contender,
 # never run (not in contenders.CONTENDERS). hpo_v0_auto100: hpo's previous default on the
-# multi-fidelity families, `early_terminate: asha` with Optuna's min_resource "auto" (max // 100).
-ARCHIVED = ["hpo_v0_auto100"]
+# multi-fidelity families, `early_terminate: asha` with Optuna's min_resource "auto" (max // 100);
+# hpo_v0_*: ablations that ran on top of it (results/relabel.txt).
+ARCHIVED = ["hpo_v0_auto100", "hpo_v0_indep", "hpo_v0_startup5", "hpo_v0_startup20",
+            "hpo_v0_asha_eta2"]
 # held-out families validate defaults chosen on mfh / lcbench: hpo, Optuna's defaults, random
 # search and the two pruning alternatives that did best there
-HELDOUT_CONTENDERS = MAIN + ["hpo_nopruner", "hpo_hyperband"]
+HELDOUT_CONTENDERS = MAIN + ["hpo_asha", "hpo_hyperband"]
 # On single-fidelity problems, Optuna 5.0's default TPESampler is multivariate with the
 # constant liar, i.e. hpo's sampler (``group`` only matters for conditional spaces): the two
 # runs are identical trial for trial, so only ``hpo`` runs there (see report "notes").
@@ -73,12 +75,14 @@ FULL = {  # the subsets the full mode runs (chosen for ~60 min of nice'd compute
                     "contenders": HELDOUT_CONTENDERS},
     "lcbench_heldout": {"problems": P.problem_names("lcbench_heldout"), "seeds": 10,
                         "contenders": HELDOUT_CONTENDERS},
+    "lcbench_heldout2": {"problems": P.problem_names("lcbench_heldout2"), "seeds": 10,
+                         "contenders": HELDOUT_CONTENDERS},
 }
 RAY_SUBSET = {"problems": ["mfh3_bad", "lcbench_167168", "hpolib_protein_structure"],
               "seeds": 3}
 SMOKE = {"bbob": "bbob_f01_d2", "hpolib": "hpolib_protein_structure", "nb201": "nb201_cifar10",
          "mfh": "mfh3_good", "lcbench": "lcbench_167168", "mfh_heldout": "mfh3_moderate",
-         "lcbench_heldout": "lcbench_7593"}
+         "lcbench_heldout": "lcbench_7593", "lcbench_heldout2": "lcbench_126026"}
 
 
 # -- running -------------------------------------------------------------------------------------
@@ -399,8 +403,8 @@ def report(csv_path: Path, out: Path, notes: list[str]) -> str:
     archived = [c for c in ARCHIVED if c in local]
     tables = [("Average rank per family (main contenders)", main)]
     if archived:
-        tables.append(("Average rank per family, main contenders and hpo's previous default "
-                       f"({', '.join(archived)})", main + archived))
+        tables.append(("Average rank per family, main contenders and archived rows "
+                       f"({', '.join(archived)}; see results/relabel.txt)", main + archived))
     tables.append(("Average rank per family, hpo ablations included", local))
     for title, cs in tables:
         ranks = rank_table(curves, cs, names, seeds_of)
@@ -409,7 +413,8 @@ def report(csv_path: Path, out: Path, notes: list[str]) -> str:
         md.append(_table(["family"] + cs, rows) + "\n")
 
     # paired: hpo vs each other main contender
-    others = [c for c in main + archived if c != "hpo"]
+    others = [c for c in main + ["hpo_asha", "hpo_hyperband", "hpo_v0_auto100"]
+              if c != "hpo" and c in local]
     if "hpo" in main and others:
         md.append("## hpo vs each contender, paired (final regret per problem × seed)\n")
         md.append("wins / ties / losses of `hpo` over the (problem, seed) pairs where both ran; "
