@@ -51,3 +51,19 @@ def test_quality_smoke(tmp_path, capsys):
     assert all(math.isfinite(float(r["true"])) for r in rows if r["true"])
     report = (out / "report.md").read_text()
     assert "Average rank per family" in report and "hpo" in report
+
+
+@pytest.mark.parametrize("variant", ["hpo_indep", "hpo_startup5", "hpo_startup20"])
+def test_sampler_ablations_change_only_their_setting(variant):
+    """The ablations reach TPE through hpo's bounded-history wrapper and change one setting."""
+    pytest.importorskip("cocoex")
+    from benchmarks.quality.contenders import _hpo_config, _tpe_override
+    from hpo.strategy import make_sampler
+
+    config = _hpo_config(P.get_problem("bbob_f01_d2"), 0, variant)
+    default, ablated = make_sampler(config).sampler, _tpe_override(config, variant).sampler
+    settings = ("_multivariate", "_group", "_n_startup_trials", "_constant_liar")
+    changed = {k for k in settings if getattr(default, k) != getattr(ablated, k)}
+    expected = {"hpo_indep": {"_multivariate", "_group"},
+                "hpo_startup5": {"_n_startup_trials"}, "hpo_startup20": {"_n_startup_trials"}}
+    assert changed == expected[variant]

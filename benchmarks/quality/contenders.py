@@ -197,6 +197,9 @@ def _tpe_override(config: Any, variant: str) -> Any:
     else:
         return None
     cls, args = strategy._sampler_spec(config)
+    if isinstance(args.get("sampler"), tuple):  # hpo.history's bounded wrapper around TPE
+        inner_cls, inner_args = args["sampler"]
+        return strategy._build((cls, {**args, "sampler": (inner_cls, {**inner_args, **kw})}))
     return strategy._build((cls, {**args, **kw}))
 
 
