@@ -136,7 +136,7 @@ def ask_latency(url: str, size: int, asks: int) -> list[dict]:
     return rows
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--agents", type=int, nargs="*", default=[1, 4, 16, 64],
                     help="agent counts (none: only the ask-latency part)")
@@ -144,7 +144,7 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="*", default=[100, 1000, 10000],
                     help="finished trials before timing asks (none: only throughput)")
     ap.add_argument("--asks", type=int, default=100)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     rows = []
     for n in args.agents:
         with postgres_storage() as url:

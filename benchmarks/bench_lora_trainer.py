@@ -137,7 +137,7 @@ def run_hf(args: argparse.Namespace) -> dict:
     )
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--batch", type=int, default=16)
@@ -145,7 +145,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--device", default="cpu")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     runs: dict[str, list[dict]] = {"trainers.lora": [], "HF Trainer + peft": []}
     run_hf(argparse.Namespace(**{**vars(args), "steps": 2}))  # warm imports/caches, untimed

@@ -78,13 +78,15 @@ def ray_tune(trials: int, seconds: float) -> tuple[float, float]:
     return wall, busy
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--trials", type=int, default=60)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    started = not ray.is_initialized()  # reuse a running Ray (the test suite's), else start one
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     rows = []
     for seconds in (0.0, 0.1):
         for label, fn in (("hpo ray backend", hpo_ray), ("ray tune (reuse_actors)", ray_tune)):
@@ -95,7 +97,8 @@ def main() -> None:
                 "overhead_ms_per_trial": 1000 * (wall * 2 - busy) / args.trials,
                 "utilization": busy / (wall * 2),
             })
-    ray.shutdown()
+    if started:
+        ray.shutdown()
     for trainer in ("no-op", "100 ms"):
         hpo_row, tune_row = [r for r in rows if r["trainer"] == trainer]
         hpo_row["overhead_vs_tune"] = (
