@@ -28,14 +28,8 @@ import optuna
 
 from hpo import study as studies
 from hpo.errors import StudyNotFound
-from hpo.execute import (
-    RunnerSpec,
-    TrialJob,
-    TrialRunner,
-    ask_job,
-    is_storage_outage,
-    retry_storage,
-)
+from hpo.execute import RunnerSpec, TrialJob, TrialRunner, ask_job
+from hpo.outage import is_storage_outage, retry_storage
 from hpo.space import SearchSpace
 from hpo.storage_url import mask_url, resolve_url
 from hpo.trial import default_device, worker_identity

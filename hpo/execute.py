@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 
 from hpo.config import SweepConfig, parse_config
 from hpo.errors import TrialPruned
+from hpo.outage import retry_storage
 from hpo.study import load, open_storage
 from hpo.trainer_ref import Trainer, resolve
 from hpo.trial import StudyTrialContext, default_device, worker_identity
@@ -208,34 +209,3 @@ def persist(study: optuna.Study, tracking: Any, sweep: str, outcome: TrialOutcom
         retry_storage(tell, f"record trial {outcome.number}")
     finally:
         retry_storage(record, f"record trial {outcome.number}")
-
-
-def is_storage_outage(exc: BaseException) -> bool:
-    """True for errors that a database coming back would cure (not bad data)."""
-    from sqlalchemy.exc import DBAPIError, OperationalError
-
-    from hpo.errors import StorageError
-
-    if isinstance(exc, optuna.exceptions.StorageInternalError | OperationalError | StorageError):
-        return True
-    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
-
-
-def retry_storage(fn: Any, what: str, *, total_s: float = 120.0) -> Any:
-    """Call ``fn()``; on a storage outage retry with backoff (0.5 s doubling to 8 s)."""
-    import logging
-
-    deadline = time.monotonic() + total_s
-    delay = 0.5
-    while True:
-        try:
-            return fn()
-        except Exception as exc:
-            if not is_storage_outage(exc) or time.monotonic() + delay > deadline:
-                raise
-            logging.getLogger("hpo").warning(
-                "%s: storage unavailable (%s); retrying in %.1fs", what,
-                str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__, delay,
-            )
-            time.sleep(delay)
-            delay = min(delay * 2, 8.0)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hpo.errors import TrainerError, TrialPruned
+from hpo.outage import retry_storage
 
 if TYPE_CHECKING:
     import optuna
@@ -145,23 +146,30 @@ class StudyTrialContext(TrialContext):
         self._tracking = tracking
         self._pruned: bool | None = None
 
+    # Every write below rides out a storage outage (hpo.outage): a database restarting while
+    # the trainer runs must not fail the trial as if the trainer had a bug. The writes are
+    # idempotent (same step, same attrs), so a retry after a half-finished try is harmless.
     def _record(self, step: int, metrics: dict[str, float]) -> None:
-        self._tracking.log_metrics(self.sweep, self.number, step, metrics)
+        retry_storage(lambda: self._tracking.log_metrics(self.sweep, self.number, step, metrics),
+                      f"record metrics of trial {self.number}")
 
     def _report_objective(self, value: float, step: int) -> None:
         self._pruned = None
         try:
-            self._trial.report(value, step)
+            retry_storage(lambda: self._trial.report(value, step),
+                          f"report step {step} of trial {self.number}")
         except NotImplementedError:  # multi-objective studies cannot prune
             pass
 
     def should_prune(self) -> bool:
         if self._pruned is None:
-            self._pruned = bool(self._trial.should_prune())
+            self._pruned = bool(retry_storage(self._trial.should_prune,
+                                              f"ask the pruner about trial {self.number}"))
         return self._pruned
 
     def _record_attrs(self, attrs: dict[str, Any]) -> None:
-        self._tracking.set_trial_attrs(self.sweep, self.number, attrs)
+        retry_storage(lambda: self._tracking.set_trial_attrs(self.sweep, self.number, attrs),
+                      f"record attributes of trial {self.number}")
 
 
 def default_device() -> str:

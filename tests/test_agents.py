@@ -163,7 +163,9 @@ def test_agents_survive_a_postgres_restart(postgres_url):
     numbers = [t.number for t in trials]
     assert len(numbers) == len(set(numbers))
     # every budget slot ends in a complete trial; one cut by the restart was failed + re-run
-    assert len([t for t in finished if t.state == "complete"]) == 30
+    others = [(t.number, t.state, t.error, t.retry_of, t.worker) for t in trials
+              if t.state != "complete"]
+    assert len([t for t in finished if t.state == "complete"]) == 30, (others, errs)
 
 
 def test_sigterm_hands_the_trial_back_at_once(postgres_url):

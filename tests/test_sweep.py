@@ -188,3 +188,39 @@ def test_unknown_trainer_refused_before_anything_runs(sqlite_url):
         hpo.run_sweep(small_config(sqlite_url, "bad", trainer="nope.module:fn"))
     assert not Path(sqlite_url.removeprefix("sqlite:///")).exists() or \
         "bad" not in [s.name for s in TrackingStore(sqlite_url).list_sweeps()]
+
+
+def test_storage_outage_inside_a_trainer_does_not_fail_the_trial(sqlite_url, monkeypatch):
+    """The database going away while the trainer reports (a PostgreSQL restart) is ridden
+    out: the report is retried, the trial completes, nothing is lost or doubled."""
+    from hpo.errors import StorageError
+
+    real_log, real_attrs = TrackingStore.log_metrics, TrackingStore.set_trial_attrs
+    failures = {"log": 2, "attrs": 1}
+
+    def flaky(kind, real):
+        def call(self, *args, **kwargs):
+            if failures[kind] > 0:
+                failures[kind] -= 1
+                raise StorageError("Tracking storage: cannot connect: Connection refused.")
+            return real(self, *args, **kwargs)
+        return call
+
+    monkeypatch.setattr(TrackingStore, "log_metrics", flaky("log", real_log))
+    monkeypatch.setattr(TrackingStore, "set_trial_attrs", flaky("attrs", real_attrs))
+
+    def trainer(params, ctx):
+        for step in (1, 2):
+            ctx.report({"loss": params["x"] + step}, step=step)
+        ctx.set_attrs(note="done")
+        return {"loss": params["x"]}
+
+    cfg = {"name": "outage", "method": "random", "metric": {"name": "loss"},
+           "parameters": {"x": {"min": 0.0, "max": 1.0}}, "storage": sqlite_url,
+           "budget": {"trials": 2}, "seed": 0}
+    result = hpo.run_sweep(cfg, objective=trainer)
+    assert result.counts["complete"] == 2 and result.counts["failed"] == 0
+    assert failures == {"log": 0, "attrs": 0}  # the outage did happen
+    store = TrackingStore(sqlite_url)
+    assert all(t.attrs.get("note") == "done" and t.steps == 2 for t in store.trials("outage"))
+    assert len(store.metrics("outage")) == 4  # 2 trials x 2 steps, no step lost or doubled

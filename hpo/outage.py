@@ -1,0 +1,43 @@
+"""Riding out a storage outage (PostgreSQL restarting, a dropped connection).
+
+Every write that records a trial goes through :func:`retry_storage`, so a database that comes
+back within two minutes loses nothing and fails no trial. Only errors that a database coming
+back would cure are retried; bad data still fails at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import optuna
+
+
+def is_storage_outage(exc: BaseException) -> bool:
+    """True for errors that a database coming back would cure (not bad data)."""
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    from hpo.errors import StorageError
+
+    if isinstance(exc, optuna.exceptions.StorageInternalError | OperationalError | StorageError):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+def retry_storage(fn: Any, what: str, *, total_s: float = 120.0) -> Any:
+    """Call ``fn()``; on a storage outage retry with backoff (0.5 s doubling to 8 s)."""
+    deadline = time.monotonic() + total_s
+    delay = 0.5
+    while True:
+        try:
+            return fn()
+        except Exception as exc:
+            if not is_storage_outage(exc) or time.monotonic() + delay > deadline:
+                raise
+            logging.getLogger("hpo").warning(
+                "%s: storage unavailable (%s); retrying in %.1fs", what,
+                str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__, delay,
+            )
+            time.sleep(delay)
+            delay = min(delay * 2, 8.0)
