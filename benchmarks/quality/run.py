@@ -332,18 +332,17 @@ def sign_test(wins: int, losses: int) -> float:
     return min(1.0, 2 * tail)
 
 
-def time_to_random(curves: dict, contender: str, name: str) -> tuple[float, float]:
-    """(median budget fraction at which ``contender`` first reaches random search's mean final
-    regret on ``name``, share of seeds that reach it); nan when random did not run."""
+def time_to_random(curves: dict, contender: str, name: str) -> list[float]:
+    """Per seed, the first budget fraction at which ``contender`` reaches random search's mean
+    final regret on ``name`` (inf: never); empty when either did not run there."""
     if ("random", name) not in curves or (contender, name) not in curves:
-        return math.nan, math.nan
+        return []
     target = float(np.mean([c[-1] for c in curves[("random", name)].values()]))
     fracs = []
     for curve in curves[(contender, name)].values():
         hit = np.nonzero(curve <= target + 1e-12)[0]
-        fracs.append(GRID[hit[0]] if len(hit) else math.inf)
-    fracs_arr = np.array(fracs)
-    return float(np.median(fracs_arr)), float(np.mean(np.isfinite(fracs_arr)))
+        fracs.append(float(GRID[hit[0]]) if len(hit) else math.inf)
+    return fracs
 
 
 def versions() -> str:
@@ -455,14 +454,8 @@ def report(csv_path: Path, out: Path, notes: list[str]) -> str:
     for fam in fams:
         row = [fam]
         for c in cs:
-            fr, _ok = [], []
-            for n in names:
-                if P.family_of(n) != fam or (c, n) not in curves or ("random", n) not in curves:
-                    continue
-                target = float(np.mean([v[-1] for v in curves[("random", n)].values()]))
-                for curve in curves[(c, n)].values():
-                    hit = np.nonzero(curve <= target + 1e-12)[0]
-                    fr.append(GRID[hit[0]] if len(hit) else math.inf)
+            fr = [f for n in names if P.family_of(n) == fam
+                  for f in time_to_random(curves, c, n)]
             if fr:
                 a = np.array(fr)
                 med = float(np.median(a))
