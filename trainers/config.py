@@ -5,6 +5,12 @@ may arrive as strings (YAML reads ``1e-4`` as a string), numpy scalars or, for l
 hyperparameters such as ``target_modules``, as a categorical's string form; all are coerced
 here. An unknown key is an error (a typo in a sweep would otherwise silently search nothing)
 unless ``strict_params: false``.
+
+Fine-tuning options beyond the usual hyperparameters: ``optimizer`` (adamw, adafactor, sgd with
+``momentum``, adamw_8bit), ``gradient_checkpointing``, ``packing`` and ``completion_only_loss``
+(causal LM), and for LoRA ``use_dora``, ``use_rslora``, ``bias`` (none, all, lora_only) and
+``modules_to_save``. ``show_library_warnings: true`` lets transformers/peft warnings through to
+the console instead of recording them on the trial (``trainers.capture``).
 """
 
 from __future__ import annotations
@@ -32,7 +38,16 @@ SCHEDULERS = (
     "linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
     "constant_with_warmup", "inverse_sqrt", "cosine_with_min_lr", "warmup_stable_decay",
 )
-LORA_ONLY = ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "quantization")
+LORA_ONLY = (
+    "lora_r", "lora_alpha", "lora_dropout", "target_modules", "quantization", "use_dora",
+    "use_rslora", "bias", "modules_to_save",
+)
+OPTIMIZERS = ("adamw", "adafactor", "sgd", "adamw_8bit")
+OPTIMIZER_ALIASES = {  # HF TrainingArguments.optim spellings
+    "adamw_torch": "adamw", "adamw_torch_fused": "adamw", "adam": "adamw",
+    "adamw_bnb_8bit": "adamw_8bit", "adamw8bit": "adamw_8bit", "bnb_adamw_8bit": "adamw_8bit",
+}
+LORA_BIAS = ("none", "all", "lora_only")
 ALIASES = {  # other spellings people bring from HF TrainingArguments / peft
     "lr": "learning_rate",
     "lr_scheduler_type": "lr_scheduler",
@@ -42,6 +57,10 @@ ALIASES = {  # other spellings people bring from HF TrainingArguments / peft
     "eval_steps": "eval_every",
     "r": "lora_r",
     "max_seq_length": "max_length",
+    "optim": "optimizer",
+    "sgd_momentum": "momentum",
+    "lora_use_dora": "use_dora",
+    "lora_use_rslora": "use_rslora",
 }
 
 
@@ -67,6 +86,8 @@ class TrainConfig:
     synthetic_size: int = 2000
     data_seed: int = 0
     max_length: int = 128
+    packing: bool = False  # causal LM: concatenate training texts into max_length blocks
+    completion_only_loss: bool = True  # prompt/completion data: no loss on prompt tokens
     # hyperparameters
     learning_rate: float = 2e-4
     weight_decay: float = 0.0
@@ -80,18 +101,26 @@ class TrainConfig:
     eval_every: int | None = None
     max_grad_norm: float | None = 1.0
     seed: int = 42
+    optimizer: str = "adamw"
+    momentum: float = 0.9  # sgd only
+    gradient_checkpointing: bool = False
     # LoRA
     lora_r: int = 8
     lora_alpha: float = 16.0
     lora_dropout: float = 0.05
     target_modules: list[str] | str | None = None
     quantization: str | None = None
+    use_dora: bool = False
+    use_rslora: bool = False
+    bias: str = "none"
+    modules_to_save: list[str] | None = None
     # running
     precision: str = "auto"
     cpu_threads: int | None = None
     save_best: bool = False
     artifact_dir: str | None = None
     strict_params: bool = True
+    show_library_warnings: bool = False  # else transformers/peft warnings go to the trial attrs
 
     @property
     def eval_bs(self) -> int:
@@ -105,9 +134,12 @@ _INT = {
 }
 _FLOAT = {
     "eval_fraction", "learning_rate", "weight_decay", "warmup_ratio", "epochs", "max_grad_norm",
-    "lora_alpha", "lora_dropout",
+    "lora_alpha", "lora_dropout", "momentum",
 }
-_BOOL = {"save_best", "strict_params"}
+_BOOL = {
+    "save_best", "strict_params", "packing", "completion_only_loss", "gradient_checkpointing",
+    "use_dora", "use_rslora", "show_library_warnings",
+}
 _POSITIVE = {
     "max_length", "batch_size", "eval_batch_size", "gradient_accumulation_steps", "max_steps",
     "eval_every", "lora_r", "synthetic_size", "cpu_threads", "learning_rate", "epochs",
@@ -182,6 +214,11 @@ def _coerce(key: str, value: Any) -> Any:
         return _to_bool(key, value)
     if key == "target_modules":
         return parse_target_modules(value)
+    if key == "modules_to_save":
+        return parse_module_names(value, key)
+    if key == "optimizer":
+        name = str(value).strip().lower()
+        return OPTIMIZER_ALIASES.get(name, name)
     if key == "task":
         task = TASKS.get(str(value).strip().lower())
         if task is None:
@@ -195,7 +232,7 @@ def _coerce(key: str, value: Any) -> Any:
         if not isinstance(value, Mapping):
             raise TrainerError(f"parameter 'model_config' must be a mapping, got {value!r}")
         return dict(value)
-    if key in ("precision", "lr_scheduler", "quantization"):
+    if key in ("precision", "lr_scheduler", "quantization", "bias"):
         return str(value).strip().lower()
     return str(value) if not isinstance(value, str) else value
 
@@ -247,6 +284,27 @@ def parse_target_modules(value: Any) -> list[str] | str | None:
     return names
 
 
+def parse_module_names(value: Any, key: str) -> list[str] | None:
+    """A list of module names from a list, ``"a,b"``/``"a+b"`` or a categorical's string form."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lower() in ("", "none", "null"):
+            return None
+        if text.startswith(("[", "(")):
+            try:
+                value = list(ast.literal_eval(text))
+            except (ValueError, SyntaxError):
+                raise TrainerError(f"{key} {text!r} is not a valid list") from None
+        else:
+            value = text.replace("+", ",").split(",")
+    if not isinstance(value, (list, tuple)):
+        raise TrainerError(f"{key} must be a list of module names (e.g. [lm_head]), got {value!r}")
+    names = [str(v).strip() for v in value if str(v).strip()]
+    return names or None
+
+
 def _check(cfg: TrainConfig, trainer: str) -> None:
     for key in _POSITIVE:
         value = getattr(cfg, key)
@@ -268,6 +326,22 @@ def _check(cfg: TrainConfig, trainer: str) -> None:
     if cfg.lr_scheduler not in SCHEDULERS:
         raise TrainerError(
             f"lr_scheduler {cfg.lr_scheduler!r}: use one of {', '.join(SCHEDULERS)}"
+        )
+    if cfg.optimizer not in OPTIMIZERS:
+        raise TrainerError(
+            f"optimizer {cfg.optimizer!r}: use one of {', '.join(OPTIMIZERS)} (adamw_8bit needs "
+            "bitsandbytes and a CUDA GPU)"
+        )
+    if not 0 <= cfg.momentum < 1:
+        raise TrainerError(f"momentum must be in [0, 1), got {cfg.momentum}")
+    if cfg.bias not in LORA_BIAS:
+        raise TrainerError(
+            f"bias {cfg.bias!r}: use one of {', '.join(LORA_BIAS)} (which biases LoRA trains)"
+        )
+    if cfg.packing and cfg.task != "causal_lm":
+        raise TrainerError(
+            "packing: true only applies to task: causal_lm (classification keeps one example per "
+            "row); remove packing or set task: causal_lm"
         )
     if cfg.quantization in ("none", "no", "false", ""):
         cfg.quantization = None

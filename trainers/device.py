@@ -15,10 +15,20 @@ from hpo.errors import TrainerError
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def device_name(described: str | None) -> str:
+    """The torch device in a placement's description: hpo's Ray workers describe theirs as
+    ``cuda:0 (GPU 3)`` (or ``cuda:0,cuda:1 (GPU 2,3)`` for several); the trial trains on the
+    first one named."""
+    text = (described or "").strip()
+    if not text:
+        return "cpu"
+    return text.split()[0].split(",")[0]
+
+
 def resolve_device(name: str | None) -> torch.device:
     """``ctx.device`` as a torch.device; a CUDA device must really be there."""
     try:
-        device = torch.device(name or "cpu")
+        device = torch.device(device_name(name))
     except RuntimeError:
         raise TrainerError(f"device {name!r} is not a torch device name (cpu, cuda:0)") from None
     if device.type == "cuda":

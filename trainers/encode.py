@@ -68,14 +68,17 @@ class Encoded:
 
 
 def encode(
-    rows: list[dict[str, Any]], tokenizer: Any, task: str, max_length: int, pad_multiple: int = 1
+    rows: list[dict[str, Any]], tokenizer: Any, task: str, max_length: int, pad_multiple: int = 1,
+    completion_only: bool = True,
 ) -> Encoded:
+    """Token ids and labels for ``rows``; prompt/completion rows take no loss on the prompt
+    unless ``completion_only`` is False."""
     if task == "classification":
         enc = tokenizer([r["text"] for r in rows], truncation=True, max_length=max_length)
         ids = [list(x) for x in enc["input_ids"]]
         labels: list[Any] = [int(r["label"]) for r in rows]
     elif rows and "prompt" in rows[0]:
-        ids, labels = _prompt_completion(rows, tokenizer, max_length)
+        ids, labels = _prompt_completion(rows, tokenizer, max_length, completion_only)
     else:
         ids, labels = _plain_text(rows, tokenizer, max_length)
     keep = [i for i, seq in enumerate(ids) if seq and (task == "classification" or
@@ -103,9 +106,11 @@ def _plain_text(rows: list[dict], tokenizer: Any, max_length: int) -> tuple[list
     return ids, [list(seq) for seq in ids]
 
 
-def _prompt_completion(rows: list[dict], tokenizer: Any, max_length: int) -> tuple[list, list]:
-    """Loss on completion tokens only; a long prompt is cut from the left, never the completion's
-    first half of the budget."""
+def _prompt_completion(
+    rows: list[dict], tokenizer: Any, max_length: int, completion_only: bool = True
+) -> tuple[list, list]:
+    """Loss on completion tokens only (or on every token, ``completion_only=False``); a long
+    prompt is cut from the left, never the completion's first half of the budget."""
     prompts = tokenizer([r["prompt"] for r in rows])["input_ids"]
     completions = [
         r["completion"] if (r["completion"][:1].isspace() or r["prompt"][-1:].isspace())
@@ -125,5 +130,5 @@ def _prompt_completion(rows: list[dict], tokenizer: Any, max_length: int) -> tup
             p = head + (p[len(p) - (keep_p - len(head)) :] if keep_p > len(head) else [])
         c = c[:keep_c]
         ids.append(p + c)
-        labels.append([IGNORE] * len(p) + c)
+        labels.append(([IGNORE] * len(p) if completion_only else p) + c)
     return ids, labels

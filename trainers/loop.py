@@ -1,9 +1,11 @@
 """The one training loop both trainers share: plain torch, no HF Trainer.
 
-AdamW (no decay on biases and norms), a transformers schedule with ``warmup_ratio``, gradient
-accumulation, ``max_grad_norm`` clipping, autocast (bf16/fp16) with a GradScaler for fp16, and
-an evaluation every ``eval_every`` optimizer steps (and at the end) reported to the trial with
-``step`` = optimizer steps done. ``ctx.report`` raising ``TrialPruned`` ends the loop at once.
+The trial's optimizer (``trainers.optimizers``; no decay on biases and norms), a transformers
+schedule with ``warmup_ratio``, gradient accumulation, ``max_grad_norm`` clipping, autocast
+(bf16/fp16) with a GradScaler for fp16, and an evaluation every ``eval_every`` optimizer steps
+(and at the end) reported to the trial with ``step`` = optimizer steps done. ``ctx.report``
+raising ``TrialPruned`` ends the loop at once. The training window's wall-clock start and end are
+kept in ``LoopStats`` (for measuring how trials overlap on a shared GPU).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from hpo.errors import TrainerError
 from trainers.config import TrainConfig
 from trainers.device import autocast, synchronize
 from trainers.encode import IGNORE, Encoded
+from trainers.optimizers import make_optimizer
 
 
 @dataclass
@@ -31,6 +34,8 @@ class LoopStats:
     train_time_s: float = 0.0
     train_tokens: int = 0
     examples_seen: int = 0
+    window_start: float | None = None  # time.time() when training began
+    window_end: float | None = None  # time.time() at the last optimizer step
     last_metrics: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -47,21 +52,6 @@ def total_steps(cfg: TrainConfig, n_train: int) -> int:
         return cfg.max_steps
     batches_per_epoch = math.ceil(n_train / cfg.batch_size)
     return max(1, math.ceil(cfg.epochs * batches_per_epoch / cfg.gradient_accumulation_steps))
-
-
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> Any:
-    decay, no_decay = [], []
-    for _, p in model.named_parameters():
-        if p.requires_grad:
-            (decay if p.ndim >= 2 else no_decay).append(p)
-    if not decay and not no_decay:
-        raise TrainerError("the model has no trainable parameters (check target_modules)")
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    fused = device.type == "cuda" and all(p.is_floating_point() for p in decay + no_decay)
-    return torch.optim.AdamW(groups, lr=cfg.learning_rate, fused=fused or None)
 
 
 def make_scheduler(optimizer: Any, cfg: TrainConfig, steps: int) -> Any:
@@ -112,6 +102,7 @@ def train_loop(
         model.train()
         synchronize(device)
         started = time.perf_counter()
+        stats.window_start = time.time()
         while stats.steps < steps:
             for _ in range(accum):
                 idx = next(stream)
@@ -134,6 +125,7 @@ def train_loop(
             if stats.steps % eval_every and stats.steps != steps:
                 continue
             synchronize(device)
+            stats.window_end = time.time()
             stats.train_time_s += time.perf_counter() - started
             train_loss = (loss_sum / max(loss_count, 1)).item()
             if not math.isfinite(train_loss):

@@ -2,7 +2,12 @@
 
 Hyperparameters: ``lora_r``, ``lora_alpha``, ``lora_dropout``, ``target_modules`` (default per
 architecture: BERT ``query,value``; Llama ``q_proj,v_proj``; other architectures peft knows get
-peft's default), plus everything the shared loop takes (see ``trainers.config``).
+peft's default), plus everything the shared loop takes (see ``trainers.config``). Variants:
+``use_dora`` (weight-decomposed LoRA: a trained magnitude vector per adapted layer),
+``use_rslora`` (scale by alpha/sqrt(r) instead of alpha/r, steadier at large r), ``bias``
+(``none``, ``all``, ``lora_only``: which biases train too) and ``modules_to_save`` (modules
+trained in full and saved with the adapter, e.g. ``lm_head``; a classifier's new head always
+is).
 ``quantization: 4bit|8bit`` loads the base model with bitsandbytes (QLoRA); it needs a CUDA
 device and the ``bitsandbytes`` package.
 """
@@ -71,6 +76,18 @@ def check_targets(model: torch.nn.Module, targets: list[str] | str) -> None:
         )
 
 
+def check_modules_to_save(model: torch.nn.Module, names: list[str]) -> None:
+    """Every ``modules_to_save`` name must be a module of the model."""
+    modules = [name for name, _ in model.named_modules() if name]
+    missing = [m for m in names if not any(n == m or n.endswith("." + m) for n in modules)]
+    if missing:
+        tops = sorted({n.rsplit(".", 1)[-1] for n in modules if n.count(".") <= 1})
+        raise TrainerError(
+            f"modules_to_save {', '.join(missing)} match no module of this model; top-level "
+            f"modules: {', '.join(tops)}"
+        )
+
+
 def _load_kwargs(cfg: TrainConfig, device: torch.device) -> dict[str, Any]:
     if cfg.quantization is None:
         return {}
@@ -106,12 +123,16 @@ def apply_lora(
     model = bundle.model
     targets = cfg.target_modules or default_targets(model, bundle.model_type)
     check_targets(model, targets)
+    if cfg.modules_to_save:
+        check_modules_to_save(model, cfg.modules_to_save)
     if cfg.quantization:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     task_type = TaskType.SEQ_CLS if cfg.task == "classification" else TaskType.CAUSAL_LM
     lora_config = LoraConfig(
         task_type=task_type, r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout, target_modules=targets, bias="none",
+        lora_dropout=cfg.lora_dropout, target_modules=targets, bias=cfg.bias,
+        use_dora=cfg.use_dora, use_rslora=cfg.use_rslora,
+        modules_to_save=list(cfg.modules_to_save) if cfg.modules_to_save else None,
     )
     try:
         peft_model = get_peft_model(model, lora_config)
@@ -123,5 +144,6 @@ def apply_lora(
     shown = targets if isinstance(targets, str) else ",".join(targets)
     return peft_model, {
         "target_modules": shown, "lora_r": cfg.lora_r, "lora_alpha": cfg.lora_alpha,
-        "quantization": cfg.quantization or "none",
+        "quantization": cfg.quantization or "none", "use_dora": cfg.use_dora,
+        "use_rslora": cfg.use_rslora, "lora_bias": cfg.bias,
     }

@@ -6,12 +6,14 @@ adapters or all weights) and in what they save; everything else is here once.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from hpo.errors import TrainerError, TrialPruned
 from trainers.artifacts import save_artifact
+from trainers.capture import library_output, record_on_trial
 from trainers.config import TrainConfig, parse_params
 from trainers.data import load_task_data
 from trainers.device import (
@@ -23,13 +25,17 @@ from trainers.device import (
     resolve_precision,
 )
 from trainers.encode import encode
+from trainers.grad_checkpoint import enable_gradient_checkpointing
 from trainers.loop import LoopStats, train_loop
 from trainers.models import ModelBundle, count_parameters, load_model
+from trainers.optimizers import check_optimizer
+from trainers.packing import pack
 
 # prepare(bundle, cfg, device) -> (model to train, extra attrs); may use bundle.model in place
 Prepare = Callable[[ModelBundle, TrainConfig, Any], tuple[Any, dict[str, Any]]]
 # load_kwargs(cfg, device) -> extra keyword arguments for load_model (quantization)
 LoadKwargs = Callable[[TrainConfig, Any], dict[str, Any]]
+log = logging.getLogger(__name__)
 
 
 def run_trial(
@@ -40,15 +46,31 @@ def run_trial(
     prepare: Prepare,
     load_kwargs: LoadKwargs | None = None,
 ) -> dict[str, float]:
+    """Run one trial of ``trainer`` with ``params``; library warnings go to the trial's attrs."""
     started = time.perf_counter()
     cfg = parse_params(params, trainer)
     device = resolve_device(getattr(ctx, "device", None))
     precision = resolve_precision(cfg.precision, device)
+    check_optimizer(cfg, device)
     if cfg.save_best and ctx.artifact_dir is None and not cfg.artifact_dir:
         raise TrainerError(
             "save_best: true but the trial has no artifact folder (ctx.artifact_dir); run it in "
             "a sweep, or set trainer_args.artifact_dir"
         )
+    with library_output(show=cfg.show_library_warnings) as captured:
+        try:
+            return _run(cfg, ctx, trainer, prepare, load_kwargs, device, precision, started)
+        finally:
+            try:
+                record_on_trial(ctx, captured)
+            except Exception as exc:  # noqa: BLE001 - never hide the trial's own outcome
+                log.warning("could not record library warnings on trial: %s", exc)
+
+
+def _run(
+    cfg: TrainConfig, ctx: Any, trainer: str, prepare: Prepare, load_kwargs: LoadKwargs | None,
+    device: Any, precision: str, started: float,
+) -> dict[str, float]:
     from transformers import set_seed
 
     bundle: ModelBundle | None = None
@@ -63,18 +85,26 @@ def run_trial(
                 tokenizer_name=cfg.tokenizer, model_config=cfg.model_config, device=device,
                 **(load_kwargs(cfg, device) if load_kwargs else {}),
             )
+            if cfg.gradient_checkpointing:
+                enable_gradient_checkpointing(bundle.model)
             model, extra_attrs = prepare(bundle, cfg, device)
             if not cfg.quantization:  # a quantized model was loaded onto its device already
                 model.to(device)
             pad_multiple = 8 if device.type == "cuda" else 1
-            train_set = encode(data.train, bundle.tokenizer, cfg.task, cfg.max_length, pad_multiple)
-            eval_set = encode(data.eval, bundle.tokenizer, cfg.task, cfg.max_length, pad_multiple)
+            train_set = encode(data.train, bundle.tokenizer, cfg.task, cfg.max_length,
+                               pad_multiple, cfg.completion_only_loss)
+            eval_set = encode(data.eval, bundle.tokenizer, cfg.task, cfg.max_length,
+                              pad_multiple, cfg.completion_only_loss)
+            if cfg.packing:
+                train_set = pack(train_set, cfg.max_length)
             trainable, total = count_parameters(model)
             ctx.set_attrs(
                 trainer=trainer, model=cfg.model, task=cfg.task, device=str(device),
                 dtype=precision, trainable_params=trainable, total_params=total,
                 trainable_fraction=trainable / total if total else 0.0,
-                train_examples=len(train_set), eval_examples=len(eval_set), **extra_attrs,
+                train_examples=len(train_set), eval_examples=len(eval_set),
+                optimizer=cfg.optimizer, gradient_checkpointing=cfg.gradient_checkpointing,
+                packing=cfg.packing, **extra_attrs,
             )
             reset_peak_memory(device)
             try:
@@ -103,4 +133,5 @@ def _record_run(ctx: Any, stats: LoopStats, device: Any, started: float) -> None
         tokens_per_s=round(stats.tokens_per_s, 2), step_time_s=round(stats.step_time_s, 5),
         peak_memory_mb=round(peak_memory_mb(device), 1),
         trial_wall_s=round(time.perf_counter() - started, 3),
+        train_window=[stats.window_start, stats.window_end], train_tokens=stats.train_tokens,
     )
