@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import signal
 import sys
 from enum import StrEnum
@@ -15,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from hpo.errors import HpoError
+from hpo.errors import HpoError, StorageError
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -23,6 +24,52 @@ app = typer.Typer(
 )
 out = Console()
 err = Console(stderr=True)
+
+
+def _version() -> str:
+    """The installed hpo's version (the source tree's when it is not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("hpo")
+    except PackageNotFoundError:
+        from hpo import __version__
+
+        return __version__
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        print(f"hpo {_version()}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True,
+                                          help="Print hpo's version and exit.")] = False,
+) -> None:
+    """Self-hosted hyperparameter optimization: sweeps, agents, reports."""
+
+
+def _existing_storage(storage: str | None) -> str:
+    """The storage URL for a read command (status, best, trials, report): a SQLite file must
+    already exist; reading never creates a database."""
+    from hpo.storage_url import mask_url, resolve_url, sqlite_path
+
+    url = resolve_url(storage)
+    try:
+        path = sqlite_path(url)
+    except Exception:  # noqa: BLE001 - not a URL SQLAlchemy reads; opening it will say so
+        return url
+    if path is not None and not path.is_file():
+        given = "--storage" if storage else "$HPO_STORAGE" if os.environ.get("HPO_STORAGE") \
+            else "the default storage"
+        raise StorageError(
+            f"no hpo database at {str(path)!r} ({given}: {mask_url(url)}); check the path (an "
+            "absolute SQLite path needs four slashes, sqlite:////abs/path.db) or run "
+            "`hpo sweep` first to create it")
+    return url
 
 StorageOpt = Annotated[
     str | None,
@@ -48,16 +95,29 @@ def sweep(
     name: Annotated[str | None, typer.Option(help="Sweep name (default: file stem).")] = None,
     seed: Annotated[int | None, typer.Option(help="Sampler seed.")] = None,
     minutes: Annotated[float | None, typer.Option(help="Time budget in minutes.")] = None,
+    trial_timeout: Annotated[float | None, typer.Option(
+        "--trial-timeout", metavar="SECONDS",
+        help="Stop a trial that runs longer than this (sets the sweep's `timeout`).")] = None,
     no_report: Annotated[bool, typer.Option("--no-report", help="Skip the HTML report.")] = False,
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Report path.")] = None,
 ) -> None:
     """Run (or resume) a sweep."""
+    from hpo.config import check_program, load_config
+
+    # every option is checked against the sweep file before anything is created
+    overrides = dict(storage=storage, backend=backend, trials=trials, parallel=parallel,
+                     seed=seed, minutes=minutes, timeout=trial_timeout)
+    config = load_config(sweep_file).with_overrides(**overrides)
+    if name is not None:
+        config.with_overrides(name=name)
+    if config.backend != "agents":  # agents run the program on their own machines
+        check_program(config, sweep_file)
+    extra = {} if trial_timeout is None else {"timeout": trial_timeout}
     from hpo.sweep import run_sweep
 
     result = run_sweep(
-        sweep_file, progress=True, report=False if no_report else (output or True),
-        ray_address=ray_address, storage=storage, backend=backend, trials=trials,
-        parallel=parallel, name=name, seed=seed, minutes=minutes,
+        config, progress=True, report=False if no_report else (output or True),
+        ray_address=ray_address, name=name, **extra,
     )
     counts = ", ".join(f"{v} {k}" for k, v in result.counts.items() if v)
     out.print(f"sweep [bold]{result.name}[/] ({result.storage}): {counts or 'no trials'} "
@@ -108,7 +168,7 @@ def status(storage: StorageOpt = None) -> None:
     """List sweeps with trial counts by state."""
     from hpo.tracking import TrackingStore
 
-    store = TrackingStore(storage)
+    store = TrackingStore(_existing_storage(storage))
     table = Table("sweep", "status", "method", "objective", "complete", "pruned", "failed",
                   "running", "interrupted", "best")
     for s in store.list_sweeps():
@@ -130,7 +190,10 @@ def best(
     """Print the best trial of a sweep: value and params."""
     from hpo.tracking import TrackingStore
 
-    store = TrackingStore(storage)
+    if format not in ("text", "json"):
+        raise typer.BadParameter(f"{format!r} is not one of 'text', 'json'.",
+                                 param_hint="'--format'")
+    store = TrackingStore(_existing_storage(storage))
     sweep_rec = store.get_sweep(name)
     rec = store.best(name)
     if rec is None:
@@ -151,9 +214,13 @@ def trials(
     state: Annotated[list[str] | None, typer.Option(help="Only these states.")] = None,
 ) -> None:
     """List a sweep's trials (table, csv or json)."""
-    from hpo.tracking import TrackingStore
+    from hpo.tracking import TRIAL_STATES, TrackingStore
 
-    store = TrackingStore(storage)
+    bad = [s for s in state or [] if s not in TRIAL_STATES]
+    if bad:
+        raise typer.BadParameter(f"{bad[0]!r} is not a trial state; use one of "
+                                 f"{', '.join(TRIAL_STATES)}.", param_hint="'--state'")
+    store = TrackingStore(_existing_storage(storage))
     store.get_sweep(name)
     rows = [r.to_json() for r in store.trials(name, states=state)]
     if format is Fmt.json:
@@ -200,7 +267,14 @@ def report(
     """Write the sweep's self-contained HTML report."""
     from hpo.reporting import build_report
 
-    path = build_report(name, storage=storage, path=output)
+    url = _existing_storage(storage)
+    try:
+        path = build_report(name, storage=url, path=output)
+    except OSError as exc:
+        where = exc.filename or output or "reports/"
+        raise HpoError(f"cannot write the report to {str(where)!r} "
+                       f"({exc.strerror or exc}); pass -o PATH in a folder you can write to"
+                       ) from None
     out.print(f"report: {path}")
 
 
@@ -235,14 +309,62 @@ def k8s(
         err.print(f"note: {note}", highlight=False, markup=False)
 
 
+def _usage_errors() -> tuple[type[BaseException], ...]:
+    """The exception classes of command-line usage errors: typer's vendored click (typer
+    >= 0.29) and click itself (older typer)."""
+    classes: list[type[BaseException]] = []
+    try:
+        from typer._click import exceptions as vendored
+
+        classes.append(vendored.ClickException)
+    except ImportError:
+        pass
+    try:
+        import click
+
+        classes.append(click.exceptions.ClickException)
+    except ImportError:
+        pass
+    return tuple(classes)
+
+
+def _aborts() -> tuple[type[BaseException], ...]:
+    classes: list[type[BaseException]] = [typer.Abort]
+    try:
+        import click
+
+        classes.append(click.exceptions.Abort)
+    except ImportError:
+        pass
+    return tuple(classes)
+
+
+def _show_usage_error(exc: BaseException) -> int:
+    """One or two lines for a usage error (no usage block, no traceback); its exit code."""
+    format_message = getattr(exc, "format_message", None)
+    message = format_message() if callable(format_message) else str(exc)
+    err.print(f"error: {message}", highlight=False, markup=False, soft_wrap=True)
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None:
+        err.print(f"Try '{ctx.command_path} --help' for help.", highlight=False, markup=False,
+                  soft_wrap=True)
+    code = getattr(exc, "exit_code", 2)
+    return code if isinstance(code, int) else 2
+
+
 def main() -> None:
-    """Entry point: user errors print one clear line, never a traceback."""
+    """Entry point: user errors print one clear line, never a traceback.
+
+    Exit codes: 0 ok, 1 an unexpected failure, 2 a usage, config or storage error, 130
+    interrupted.
+    """
+    usage_errors, aborts = _usage_errors(), _aborts()
     try:
         rc = app(standalone_mode=False)  # returns typer.Exit's code in this mode
         if isinstance(rc, int) and rc:
             sys.exit(rc)
     except HpoError as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False)
+        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted")
@@ -251,15 +373,10 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except SystemExit:
         raise
-    except Exception as exc:  # click usage errors arrive here in standalone_mode=False
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(130)
-        raise
+    except usage_errors as exc:  # standalone_mode=False hands click's usage errors to us
+        sys.exit(_show_usage_error(exc))
+    except aborts:
+        sys.exit(130)
 
 
 if __name__ == "__main__":

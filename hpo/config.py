@@ -38,8 +38,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic_core import PydanticCustomError
 
 from hpo.errors import ConfigError
+from hpo.storage_url import mask_text, mask_url
 
 Number = int | float
+MAX_INT = 2**53  # Optuna stores parameter values as floats: larger ints would lose digits
+MAX_DEPTH = 64  # nesting of mappings/lists in a sweep file
+MAX_ALIAS_EXPANSION = 100_000  # values YAML aliases (*name) may add to a sweep file
+LOCAL_MAX_PARALLEL = max(256, 4 * (os.cpu_count() or 1))
+CLUSTER_MAX_PARALLEL = 4096
+MAX_PARALLEL_ENV = "HPO_MAX_PARALLEL"
+_FILE_SUFFIXES = frozenset({".py", ".sh", ".bash", ".ipynb", ".r", ".jl", ".pl", ".rb", ".js"})
 
 # distribution -> (required keys, optional keys); the W&B table plus beta/q_beta.
 _BOUNDS = (frozenset({"min", "max"}), frozenset())
@@ -129,6 +137,9 @@ def _number(key: str, value: Any) -> Number:
                 raise _fail(key, "a number", value) from None
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise _fail(key, "a finite number", value)
+    if isinstance(value, int) and abs(value) > MAX_INT:
+        raise _fail(key, "an integer between -2**53 and 2**53 (write a float such as 1.0e20 "
+                    "for larger numbers)", value)
     return value
 
 
@@ -138,10 +149,16 @@ def _integral(key: str, value: Number) -> int:
     return int(value)
 
 
-def _json_ok(key: str, value: Any) -> None:
+def _json_ok(key: str | tuple[Any, ...], value: Any) -> None:
     try:
-        json.dumps(value)
-    except (TypeError, ValueError):
+        json.dumps(value, allow_nan=False)
+    except ValueError as exc:
+        if "Out of range float" in str(exc):
+            raise _fail(key, "finite numbers (.nan and .inf cannot be stored, compared or "
+                        "sampled; remove them)", value) from None
+        raise _fail(key, "a JSON-compatible value (number, string, bool, null, list, mapping)",
+                    value) from None
+    except (TypeError, RecursionError):
         raise _fail(key, "a JSON-compatible value (number, string, bool, null, list, mapping)",
                     value) from None
 
@@ -292,7 +309,7 @@ class MetricSpec(BaseModel):
 
     name: str
     goal: Literal["minimize", "maximize"] = "minimize"
-    target: float | None = None
+    target: float | None = Field(None, allow_inf_nan=False)
 
 
 class EarlyTerminate(BaseModel):
@@ -340,7 +357,7 @@ class Budget(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     trials: int | None = Field(None, ge=1)
-    minutes: float | None = Field(None, gt=0)
+    minutes: float | None = Field(None, gt=0, allow_inf_nan=False)
 
 
 class Resources(BaseModel):
@@ -348,8 +365,8 @@ class Resources(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    cpu: float = Field(1, gt=0)
-    gpu: float = Field(0, ge=0)
+    cpu: float = Field(1, gt=0, allow_inf_nan=False)
+    gpu: float = Field(0, ge=0, allow_inf_nan=False)
 
 
 class SweepConfig(BaseModel):
@@ -374,6 +391,7 @@ class SweepConfig(BaseModel):
     budget: Budget = Budget()
     name: str | None = None
     max_retries: int = Field(1, ge=0)
+    timeout: float | None = Field(None, gt=0, allow_inf_nan=False)
     source: str | None = None
     text: str | None = None
 
@@ -387,6 +405,9 @@ class SweepConfig(BaseModel):
             if isinstance(data.get("command"), list):  # W&B allows any scalar in a command
                 data["command"] = [str(c) if isinstance(c, int | float) else c
                                    for c in data["command"]]
+            if isinstance(data.get("timeout"), bool):
+                raise _fail("timeout", "a number of seconds > 0 per trial (or null)",
+                            data["timeout"])
         return data
 
     @model_validator(mode="after")
@@ -411,6 +432,15 @@ class SweepConfig(BaseModel):
                 raise _fail(("parameters", *_spec_path(path)),
                             f"finite values for method grid; parameter {flat} has distribution "
                             f"{spec.distribution}; use values: [...]", spec.distribution)
+        if self.method == "grid":
+            _check_grid(self.parameters)
+        cap = max_parallel(self.backend)
+        if self.parallel > cap:
+            raise _fail("parallel", f"at most {cap} concurrent trials on backend {self.backend} "
+                        f"({_PARALLEL_WHY[self.backend]})", self.parallel,
+                        f"; set {MAX_PARALLEL_ENV}=N in the environment to allow up to N")
+        if self.name is not None:
+            _check_name(self.name)
         return self
 
     def trial_budget(self) -> int | None:
@@ -420,8 +450,10 @@ class SweepConfig(BaseModel):
 
     def with_overrides(self, **kw: Any) -> SweepConfig:
         """A copy with command-line style overrides (``trials`` sets ``budget.trials``,
-        ``minutes`` sets ``budget.minutes``); None values are ignored; revalidated."""
-        data = self.to_dict()
+        ``minutes`` sets ``budget.minutes``, ``timeout`` the per-trial timeout in seconds);
+        None values are ignored; revalidated, so a bad value is a ConfigError here."""
+        data = self._data(masked=False)
+        given = []
         for key, value in kw.items():
             if value is None:
                 continue
@@ -431,11 +463,20 @@ class SweepConfig(BaseModel):
                 data[key] = value
             else:
                 raise ConfigError(f"unknown override {key!r}" + _hint(key, ("trials", *_TOP_KEYS)))
-        config = parse_config(data, source=self.source or "<overrides>")
+            given.append(f"{key}={mask_url(repr(value)) if key == 'storage' else repr(value)}")
+        try:
+            config = parse_config(data, source=self.source or "<overrides>")
+        except ConfigError as exc:
+            raise ConfigError(f"{exc}\n(with the overrides {', '.join(given)})" if given
+                              else str(exc)) from None
         return config.model_copy(update={"text": self.text})
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able W&B/hpo form; ``parse_config(c.to_dict())`` gives the same config."""
+        """JSON-able W&B/hpo form, safe to store and show: ``storage`` has its password
+        masked. ``parse_config(c.to_dict())`` gives the same config (but that masked URL)."""
+        return self._data(masked=True)
+
+    def _data(self, *, masked: bool) -> dict[str, Any]:
         out: dict[str, Any] = {
             "method": self.method,
             "metric": self.metric.model_dump(exclude_none=True),
@@ -453,12 +494,60 @@ class SweepConfig(BaseModel):
         out["resources"] = self.resources.model_dump()
         out["parallel"] = self.parallel
         out["backend"] = self.backend
-        for key in ("storage", "seed", "name"):
+        if self.storage is not None:
+            out["storage"] = mask_url(self.storage) if masked else self.storage
+        for key in ("seed", "name"):
             if getattr(self, key) is not None:
                 out[key] = getattr(self, key)
         out["budget"] = self.budget.model_dump(exclude_none=True)
         out["max_retries"] = self.max_retries
+        if self.timeout is not None:
+            out["timeout"] = self.timeout
         return out
+
+
+_PARALLEL_WHY = {
+    "local": "one process per trial on this machine",
+    "ray": "one Ray task per trial",
+    "agents": "one running trial per agent",
+}
+
+
+def max_parallel(backend: str) -> int:
+    """The most concurrent trials a sweep may ask of ``backend``; ``$HPO_MAX_PARALLEL`` (a
+    positive integer) replaces the default cap."""
+    env = os.environ.get(MAX_PARALLEL_ENV, "").strip()
+    if env:
+        try:
+            cap = int(env)
+        except ValueError:
+            cap = 0
+        if cap <= 0:
+            raise ConfigError(f"${MAX_PARALLEL_ENV}={env!r}: expected a positive integer")
+        return cap
+    return LOCAL_MAX_PARALLEL if backend == "local" else CLUSTER_MAX_PARALLEL
+
+
+def _check_name(name: str) -> None:
+    """A sweep name names files (reports/NAME.html) and database rows: keep it plain."""
+    bad = next((c for c in name if c in "/\\" or not c.isprintable()), None)
+    if not name.strip() or bad is not None:
+        raise _fail("name", "a sweep name without '/', '\\' or control characters (it names "
+                    "the report file)", name)
+
+
+def _check_grid(parameters: Mapping[str, ParamSpec]) -> None:
+    """Refuse a grid too large to enumerate, from its size alone (no list is built)."""
+    from hpo.space import MAX_GRID, SearchSpace  # hpo.space imports this module
+
+    try:
+        size = SearchSpace.from_config(parameters).grid_size()
+    except ConfigError as exc:
+        raise _fail("parameters", "parameters a grid can enumerate", _Text(str(exc))) from None
+    if size > MAX_GRID:
+        shown = f"{size:,}" if size < 10**30 else f"more than 10^{min(len(str(size)), 309) - 1:,}"
+        raise _fail("parameters", f"a grid of at most {MAX_GRID:,} points for method grid",
+                    _Text(f"{shown} points"), "; use fewer values, a larger q, or method: random")
 
 
 _TOP_KEYS = tuple(k for k in SweepConfig.model_fields if k not in ("source", "text"))
@@ -493,7 +582,11 @@ def _spec_path(path: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def load_config(path: str | os.PathLike[str]) -> SweepConfig:
-    """Read and validate a sweep YAML file; every problem is one ConfigError."""
+    """Read and validate a sweep YAML file; every problem is one ConfigError.
+
+    Files are not looked for here (the sweep may run on another machine): see
+    :func:`check_program` for the ``program:`` check made before a sweep runs.
+    """
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -505,43 +598,51 @@ def load_config(path: str | os.PathLike[str]) -> SweepConfig:
         raise ConfigError(f"{p}: not UTF-8 text; expected a sweep YAML file") from None
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read the sweep file ({exc.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{p}:{mark.line + 1}" if mark is not None else str(p)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
-    return parse_config(data, source=str(p), text=text)
+    except ValueError as exc:  # e.g. a NUL byte in the path
+        raise ConfigError(f"{p!r}: not a usable file name ({exc})") from None
+    data, lines = _load_yaml(text, str(p))
+    return _parse(data, str(p), text, lines)
 
 
 def parse_config(
     data: Mapping[str, Any], *, source: str = "<dict>", text: str | None = None
 ) -> SweepConfig:
-    """Validate a sweep given as a mapping (``text``, when given, supplies line numbers)."""
+    """Validate a sweep given as a mapping (``text``, when given, supplies line numbers).
+
+    The config keeps ``text`` with every URL's password masked (it is shown and stored).
+    """
     lines = _line_map(text, source) if text else {}
+    return _parse(data, source, text, lines)
+
+
+def _parse(data: Any, source: str, text: str | None,
+           lines: dict[tuple[Any, ...], int]) -> SweepConfig:
     if not isinstance(data, Mapping):
         found = "an empty file" if data is None else f"a {type(data).__name__}"
         raise ConfigError(f"{source}: expected a mapping of sweep keys (method:, metric:, "
                           f"parameters:, ...), found {found}")
+    _check_shape(data, source)
     issues: list[tuple[tuple[Any, ...], str]] = []
     clean: dict[str, Any] = {}
     for key, value in data.items():
         if key in _WANDB_IGNORED:
             warnings.warn(f"{source}: W&B key {key!r} is ignored by hpo", UserWarning,
-                          stacklevel=2)
+                          stacklevel=3)
         elif key not in _TOP_KEYS:
             issues.append(((key,), f"expected a sweep key ({', '.join(_TOP_KEYS)}), "
-                           f"found unknown key {key!r}" + _hint(key, _TOP_KEYS)))
+                           f"found unknown key {_show(key)}" + _hint(key, _TOP_KEYS)))
         else:
             clean[key] = value
     metric = clean.get("metric")
     if isinstance(metric, Mapping) and any(k in metric for k in _METRIC_IGNORED):
         clean["metric"] = {k: v for k, v in metric.items() if k not in _METRIC_IGNORED}
         warnings.warn(f"{source}: W&B keys metric.impute* are ignored by hpo", UserWarning,
-                      stacklevel=2)
+                      stacklevel=3)
+    storage = clean.get("storage")
+    shown_text = mask_text(text, storage if isinstance(storage, str) else None) \
+        if text is not None else None
     try:
-        config = SweepConfig.model_validate({**clean, "source": source, "text": text})
+        config = SweepConfig.model_validate({**clean, "source": source, "text": shown_text})
     except ValidationError as exc:
         issues += _issues(exc)
         config = None
@@ -570,6 +671,68 @@ def _issues(exc: ValidationError) -> list[tuple[tuple[Any, ...], str]]:
     return out
 
 
+def _check_shape(data: Any, source: str) -> None:
+    """Refuse data nested deeper than MAX_DEPTH, holding a cycle, or whose shared parts
+    (YAML aliases, or one list used twice) expand to more than MAX_ALIAS_EXPANSION values.
+
+    Iterative and linear in the distinct containers, so a "billion laughs" is refused at once.
+    """
+    sizes: dict[int, int] = {}  # id(container) -> values in it once expanded
+    distinct = 0
+    stack: list[tuple[Any, int, bool]] = [(data, 1, False)]
+    active: set[int] = set()
+    while stack:
+        node, depth, done = stack.pop()
+        if done:
+            active.discard(id(node))
+            children = node.values() if isinstance(node, Mapping) else node
+            sizes[id(node)] = 1 + sum(sizes.get(id(c), 1) for c in children
+                                      if isinstance(c, Mapping | list))
+            sizes[id(node)] += sum(1 for c in children if not isinstance(c, Mapping | list))
+            continue
+        if id(node) in active:
+            raise ConfigError(f"{source}: a value contains itself (a YAML alias *name inside "
+                              "its own &name); write the value out instead")
+        if id(node) in sizes:
+            continue
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"{source}: nested more than {MAX_DEPTH} levels deep; expected "
+                              "a sweep file (a few levels of mappings and lists)")
+        children = list(node.values()) if isinstance(node, Mapping) else node
+        distinct += 1 + len(children)
+        active.add(id(node))
+        stack.append((node, depth, True))
+        for child in children:
+            if isinstance(child, Mapping | list):
+                stack.append((child, depth + 1, False))
+    if isinstance(data, Mapping | list) and sizes[id(data)] > distinct + MAX_ALIAS_EXPANSION:
+        raise ConfigError(
+            f"{source}: YAML aliases (*name) or shared values expand to {sizes[id(data)]:,} "
+            f"values, more than {MAX_ALIAS_EXPANSION:,} beyond what is written; write the "
+            "values out, or use fewer aliases")
+
+
+def _load_yaml(text: str, source: str) -> tuple[Any, dict[tuple[Any, ...], int]]:
+    """YAML text -> (data, line map), refusing alias bombs before building anything."""
+    try:
+        loader = yaml.SafeLoader(text)
+        try:
+            root = loader.get_single_node()
+            lines = _walk_nodes(root, source) if root is not None else {}
+            data = loader.construct_document(root) if root is not None else None
+        finally:
+            loader.dispose()
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: nested more than {MAX_DEPTH} levels deep; expected a "
+                          "sweep file (a few levels of mappings and lists)") from None
+    return data, lines
+
+
 def _render(issues: list[tuple[tuple[Any, ...], str]], source: str,
             lines: dict[tuple[Any, ...], int]) -> str:
     rendered = []
@@ -587,26 +750,110 @@ def _render(issues: list[tuple[tuple[Any, ...], str]], source: str,
 def _line_map(text: str, source: str) -> dict[tuple[Any, ...], int]:
     """Key path -> 1-based line of that key (or list item) in the YAML text."""
     try:
-        root = yaml.compose(text)
-    except yaml.YAMLError:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except (yaml.YAMLError, RecursionError):
         return {}
-    lines: dict[tuple[Any, ...], int] = {}
+    return _walk_nodes(root, source) if root is not None else {}
 
-    def walk(node: yaml.Node, path: tuple[Any, ...]) -> None:
+
+def _walk_nodes(root: yaml.Node, source: str) -> dict[tuple[Any, ...], int]:
+    """The line map of a composed document; refuses duplicate keys, nesting deeper than
+    MAX_DEPTH and aliases that expand beyond MAX_ALIAS_EXPANSION (each alias's content is
+    walked once: lines are those of the anchored text)."""
+    _check_node_shape(root, source)
+    lines: dict[tuple[Any, ...], int] = {}
+    seen: set[int] = set()
+    stack: list[tuple[yaml.Node, tuple[Any, ...]]] = [(root, ())]
+    while stack:
+        node, path = stack.pop()
+        if id(node) in seen:  # an alias: its keys' lines are where the anchor is
+            continue
+        seen.add(id(node))
         if isinstance(node, yaml.MappingNode):
             for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    continue
                 key = (*path, key_node.value)
                 if key in lines:
                     raise ConfigError(f"{source}:{key_node.start_mark.line + 1}: "
                                       f"{'.'.join(map(str, key))}: duplicate key (first on line "
                                       f"{lines[key]}); expected each key once")
                 lines[key] = key_node.start_mark.line + 1
-                walk(value_node, key)
+                stack.append((value_node, key))
         elif isinstance(node, yaml.SequenceNode):
             for i, item in enumerate(node.value):
                 lines[(*path, i)] = item.start_mark.line + 1
-                walk(item, (*path, i))
-
-    if root is not None:
-        walk(root, ())
+                stack.append((item, (*path, i)))
     return lines
+
+
+def _check_node_shape(root: yaml.Node, source: str) -> None:
+    """:func:`_check_shape` on YAML nodes, so a bomb is refused before it is constructed."""
+    sizes: dict[int, int] = {}
+    distinct = 0
+    active: set[int] = set()
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, False)]
+
+    def kids(node: yaml.Node) -> list[yaml.Node]:
+        if isinstance(node, yaml.MappingNode):
+            return [n for pair in node.value for n in pair]
+        return list(node.value) if isinstance(node, yaml.SequenceNode) else []
+
+    while stack:
+        node, depth, done = stack.pop()
+        if done:
+            active.discard(id(node))
+            sizes[id(node)] = 1 + sum(sizes.get(id(k), 1) for k in kids(node))
+            continue
+        if id(node) in active:
+            line = node.start_mark.line + 1
+            raise ConfigError(f"{source}:{line}: a value contains itself (an alias *name inside "
+                              "its own &name); write the value out instead")
+        if id(node) in sizes or isinstance(node, yaml.ScalarNode):
+            continue
+        if depth > MAX_DEPTH:
+            raise ConfigError(f"{source}:{node.start_mark.line + 1}: nested more than "
+                              f"{MAX_DEPTH} levels deep; expected a sweep file (a few levels "
+                              "of mappings and lists)")
+        children = kids(node)
+        distinct += 1 + len(children)
+        active.add(id(node))
+        stack.append((node, depth, True))
+        stack.extend((k, depth + 1, False) for k in children)
+    total = sizes.get(id(root), 1)
+    if total > distinct + MAX_ALIAS_EXPANSION:
+        raise ConfigError(
+            f"{source}: YAML aliases (*name) expand this file to {total:,} values, more than "
+            f"{MAX_ALIAS_EXPANSION:,} beyond what is written; write the values out, or use "
+            "fewer aliases")
+
+
+def check_program(config: SweepConfig, sweep_file: str | os.PathLike[str] | None = None) -> None:
+    """Refuse a ``program:`` that names a file (``train.py``, ``src/train``) found neither in
+    the working directory nor next to the sweep file: every trial would fail. Bare command
+    names and commands that do not run ``${program}`` are left alone. Call it where the
+    sweep's trials will run, before anything is created."""
+    program = config.program
+    if not program:
+        return
+    if config.command is not None and not any("${program}" in c for c in config.command):
+        return  # the command does not run the program
+    looks_like_file = "/" in program or Path(program).suffix.lower() in _FILE_SUFFIXES
+    if not looks_like_file:
+        return
+    if sweep_file is None and config.source and not config.source.startswith("<"):
+        sweep_file = config.source
+    folders = [Path.cwd()] + ([Path(sweep_file).parent] if sweep_file is not None else [])
+    places = [Path(program)] if Path(program).is_absolute() else [f / program for f in folders]
+    try:
+        if any(place.is_file() for place in places):
+            return
+    except (OSError, ValueError):  # a name the OS cannot even look up
+        pass
+    line = _line_map(config.text, "").get(("program",)) if config.text else None
+    source = str(sweep_file or config.source or "<config>")
+    where = f"{source}:{line}" if line else source
+    looked = " or ".join(dict.fromkeys(str(p.parent) for p in places))
+    raise ConfigError(f"{where}: program: expected a training script that exists, found "
+                      f"{program!r} (not in {looked}); fix the path (relative to the folder "
+                      "you run hpo from)")

@@ -65,7 +65,10 @@ def _encode(value: Any) -> Any:
 
 def _quantize(x: float, q: float) -> float | int:
     """``round(x / q) * q`` without float noise; an int when q is an int."""
-    k = round(x / q)
+    ratio = x / q
+    if not math.isfinite(ratio):  # q below float resolution around x: nothing to round
+        return x
+    k = round(ratio)
     if isinstance(q, int):
         return int(k * q)
     digits = max(0, -int(Decimal(repr(float(q))).as_tuple().exponent))
@@ -115,8 +118,28 @@ class _Leaf:
             return _quantize(x, spec.q or 1)
         return int(x) if dist == "int_uniform" else float(x)
 
+    def grid_size(self) -> int | float:
+        """How many values :meth:`grid` gives, computed without building them (``math.inf``
+        when the count is beyond float range)."""
+        spec, dist = self.spec, self.dist
+        if self.cum:
+            lows = (0.0, *self.cum[:-1])
+            return sum(1 for lo, hi in zip(lows, self.cum, strict=True) if hi > lo)
+        if isinstance(dist, CategoricalDistribution):
+            return len(dist.choices)
+        if isinstance(dist, IntDistribution):
+            return max(0, (dist.high - dist.low) // dist.step + 1)
+        assert isinstance(dist, FloatDistribution) and spec.q is not None
+        if dist.step is not None:
+            return _count(dist.high - dist.low, dist.step, 1)
+        lo, hi = dist.low / spec.q, dist.high / spec.q
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            return math.inf
+        return max(0, round(hi) - round(lo) + 1)
+
     def grid(self) -> list[Any]:
-        """Every internal value a grid visits."""
+        """Every internal value a grid visits (check :meth:`grid_size` first: it may be
+        huge)."""
         spec, dist = self.spec, self.dist
         if self.cum:
             lows = (0.0, *self.cum[:-1])
@@ -169,7 +192,15 @@ def _leaf(path: tuple[str, ...], spec: ParamSpec) -> _Leaf:
 
 def _multiple(x: float, q: float) -> bool:
     k = x / q
+    if not math.isfinite(k):  # q below float resolution: not a usable step
+        return False
     return math.isclose(k, round(k), rel_tol=0, abs_tol=1e-9)
+
+
+def _count(span: float, step: float, extra: int) -> int | float:
+    """``round(span / step) + extra``, or ``math.inf`` when that is beyond float range."""
+    ratio = span / step
+    return round(ratio) + extra if math.isfinite(ratio) else math.inf
 
 
 def _suggest(trial: optuna.trial.BaseTrial, name: str, dist: BaseDistribution) -> Any:
@@ -232,6 +263,17 @@ class SearchSpace:
         """True when a grid can enumerate every parameter."""
         return all(leaf.spec.distribution in GRID_FINITE for leaf in self._leaves)
 
+    def grid_size(self) -> int | float:
+        """Points in the full grid, computed from each parameter's count alone (no list is
+        built; ``math.inf`` beyond float range). Only meaningful when :meth:`is_finite`."""
+        size: int | float = 1
+        for leaf in self._tuned:
+            n = leaf.grid_size()
+            if n == 0:
+                return 0
+            size = math.inf if math.isinf(n) or size > 10**300 else size * n
+        return size
+
     def grid_points(self) -> list[dict[str, Any]]:
         """Every grid point as Optuna-internal params, for ``study.enqueue_trial``."""
         for leaf in self._leaves:
@@ -239,11 +281,12 @@ class SearchSpace:
                 raise ConfigError(
                     f"grid search needs finite values; parameter {leaf.name} has distribution "
                     f"{leaf.spec.distribution}; use values: [...]")
-        axes = [leaf.grid() for leaf in self._tuned]
-        size = math.prod(len(a) for a in axes)
+        size = self.grid_size()
         if size > MAX_GRID:
-            raise ConfigError(f"the grid has {size} points (more than {MAX_GRID}); use fewer "
-                              "values or method: random")
+            shown = f"{size:,}" if size < 10**30 else "more than 10^30"
+            raise ConfigError(f"the grid has {shown} points (more than {MAX_GRID:,}); use fewer "
+                              "values, a larger q, or method: random")
+        axes = [leaf.grid() for leaf in self._tuned]
         return [dict(zip(self.names, point, strict=True)) for point in itertools.product(*axes)]
 
     @staticmethod

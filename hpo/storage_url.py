@@ -48,9 +48,77 @@ def resolve_url(url: str | None = None) -> str:
     return url
 
 
-def mask_url(url: str) -> str:
-    """Hide the password in a URL (``user:***@host``); safe for logs, CLI output and reports."""
-    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", str(url))
+# scheme://user:PASSWORD@host: the password runs to the last '@' of the URL's authority (an
+# unencoded '@' or '/' in it is masked too); the user name may be empty. Bounded repeats keep
+# the time linear on any text.
+_USERINFO = re.compile(
+    r"(?P<head>\b[A-Za-z][\w+.-]{0,40}://[^:/@\s]{0,256}):(?P<pw>\S{0,1024}?)@"
+    r"(?=[^@\s/?#]*(?:[/?#\s\"',;)}\]]|$))"
+)
+# ?password=... (libpq and SQLAlchemy take credentials as query parameters too)
+_QUERY_SECRET = re.compile(
+    r"(?P<head>[?&](?:[\w.-]{0,40}(?:password|passwd|pwd|secret|token|api_?key)[\w.-]{0,40})=)"
+    r"(?P<value>[^&\s\"'#,;)}\]]*)",
+    re.IGNORECASE,
+)
+MASK = "***"
+
+
+def mask_url(url: str | None) -> str:
+    """Hide every credential in a URL, or in any text holding URLs; never raises.
+
+    ``user:PASSWORD@host`` becomes ``user:***@host`` (also with an empty user name, or a
+    password holding ``/`` or ``@``, encoded or not) and ``?password=...`` (or ``sslpassword``,
+    ``token``, ...) becomes ``?password=***``. A single URL is parsed with SQLAlchemy first, so
+    what it would send as the password is what gets hidden. Safe for logs, CLI output, reports
+    and the database.
+    """
+    try:
+        text = "" if url is None else str(url)
+    except Exception:  # noqa: BLE001 - an object whose str() fails: show nothing of it
+        return "<unprintable>"
+    stripped = text.strip()
+    if "://" in stripped and "\n" not in stripped:
+        text = _mask_parsed(text)
+    text = _USERINFO.sub(lambda m: f"{m['head']}:{MASK}@", text)
+    return _QUERY_SECRET.sub(lambda m: m["head"] + (MASK if m["value"] else ""), text)
+
+
+def password_of(url: str | None) -> str | None:
+    """The password SQLAlchemy reads from ``url`` (None when there is none or it is no URL)."""
+    if not url:
+        return None
+    try:
+        password = make_url(str(url).strip()).password
+    except Exception:  # noqa: BLE001 - not a URL: no password we can find
+        return None
+    return str(password) if password else None
+
+
+def mask_text(text: str, url: str | None = None) -> str:
+    """:func:`mask_url` on ``text``, and the password of ``url`` (a storage URL, given when
+    known) replaced wherever it appears (e.g. inside a quoted value holding spaces). Passwords
+    under 4 characters are only masked inside URLs."""
+    text = mask_url(text)
+    password = password_of(url)
+    if password and len(password) >= 4:
+        from urllib.parse import quote, quote_plus
+
+        for form in dict.fromkeys((password, quote(password, safe=""), quote_plus(password))):
+            text = text.replace(form, MASK)
+    return text
+
+
+def _mask_parsed(url: str) -> str:
+    """One URL through SQLAlchemy's parser, password hidden; the input unchanged if it is not
+    a URL SQLAlchemy reads."""
+    try:
+        parsed = make_url(url.strip())
+        if parsed.password is None:
+            return url
+        return parsed.render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - garbage in: the regular expressions still apply
+        return url
 
 
 def is_sqlite(url: str) -> bool:

@@ -91,6 +91,7 @@ def test_bad_yaml_is_one_clear_line(tmp_path):
 
 
 def test_unknown_sweep_and_masked_password(tmp_path, sqlite_url):
+    TrackingStore(sqlite_url).close()  # an hpo database without that sweep
     proc = run_hpo("best", "nope", "--storage", sqlite_url, check=False)
     assert proc.returncode == 2 and "nope" in proc.stderr and "Traceback" not in proc.stderr
     url = "postgresql://alice:s3cret@127.0.0.1:1/db"

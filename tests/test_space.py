@@ -250,8 +250,13 @@ def test_infinite_grid_is_refused(dist: str) -> None:
 
 def test_too_large_grid_is_refused() -> None:
     params = {f"p{i}": {"min": 0, "max": 99} for i in range(4)}
+    with pytest.raises(ConfigError, match="at most 1,000,000 points for method grid, found "
+                       "100,000,000 points"):
+        space_of(params, "grid")  # refused when the sweep file is read
+    space = space_of(params)  # the same parameters under method random
+    assert space.grid_size() == 100**4
     with pytest.raises(ConfigError, match="more than"):
-        space_of(params, "grid").grid_points()
+        space.grid_points()
 
 
 def test_stale_categorical_value_is_a_config_error() -> None:

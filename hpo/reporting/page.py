@@ -40,7 +40,7 @@ from hpo.reporting.data import (
     pick_rows,
     worker_usage,
 )
-from hpo.storage_url import mask_url
+from hpo.storage_url import mask_text, mask_url
 
 MAX_PARALLEL_DIMS = 12
 MAX_SLICES = 24
@@ -345,7 +345,7 @@ def _failures(data: ReportData) -> tuple[list[dict[str, Any]], int]:
     bad = [r for r in data.frame.rows if r.state in (FAILED, INTERRUPTED)]
     out = []
     for r in bad[-FAILED_ROWS:]:
-        text = r.error or "(no error text recorded)"
+        text = mask_url(r.error or "(no error text recorded)")  # tracebacks may quote a URL
         if len(text) > ERROR_CHARS:
             text = f"… ({len(text) - ERROR_CHARS:,} characters cut)\n" + text[-ERROR_CHARS:]
         lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
@@ -433,7 +433,7 @@ def render(data: ReportData) -> str:
         n_failures=n_failures,
         usage=usage,
         downsampled=downsampled,
-        config_text=sweep.config_yaml or json.dumps(sweep.config, indent=2, default=str),
+        config_text=config_text(sweep.config_yaml, sweep.config),
         versions=", ".join(f"{k} {v}" for k, v in (sweep.versions or {}).items()),
         figures_json=_markup(_script_json(blob)),
         plotly_js=_markup(plotly_js()),
@@ -441,6 +441,15 @@ def render(data: ReportData) -> str:
         running_state=RUNNING,
     )
     return html
+
+
+def config_text(config_yaml: str | None, config: Any) -> str:
+    """The sweep file as the report shows it: the stored text (else the stored config as
+    JSON), with the password of every URL in it masked (sweeps recorded before hpo masked
+    them may hold one)."""
+    text = config_yaml or json.dumps(config, indent=2, default=str)
+    storage = config.get("storage") if isinstance(config, dict) else None
+    return mask_text(text, storage if isinstance(storage, str) else None)
 
 
 def _markup(text: str) -> Any:
