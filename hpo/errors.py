@@ -31,3 +31,9 @@ class BackendError(HpoError):
 
 class TrialPruned(optuna.TrialPruned):
     """Raised by ``TrialContext.report`` when the pruner says stop. Let it propagate."""
+
+
+class StorageUnavailable(StorageError):
+    """The database cannot be reached right now (down, restarting, connection lost, a
+    deadlock or lock timeout): retrying later can succeed. Other ``StorageError``s are real
+    errors (a constraint violated, a wrong schema) and are reported at once."""

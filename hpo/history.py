@@ -114,6 +114,10 @@ class BoundedHistorySampler(BaseSampler):
             self._memo = (key, trials)
         return _StudyView(study, self._memo[1])
 
+    def reset(self) -> None:
+        """Forget the memoized view (the study's replica was replayed again)."""
+        self._memo = None
+
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self.sampler.before_trial(study, trial)
 

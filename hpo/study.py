@@ -27,7 +27,10 @@ RETRIED_ATTR = "hpo_retried"
 INTERRUPTED_ATTR = "hpo_interrupted"
 RETRY_OF_ATTR = "hpo_retry_of"
 GRID_ATTR = "hpo_grid_enqueued"
+ATTEMPT_ATTR = "hpo_attempt"
+RUN_STARTED_ATTR = "hpo_run_started"  # time.time() of the latest `hpo sweep` start
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+_ASKED = (TrialState.RUNNING, *FINISHED)
 
 _SEARCH_KEYS = ("method", "metric", "parameters")
 
@@ -104,6 +107,9 @@ def create_or_load(
         if study.direction.name.lower() != direction:
             raise ConfigError(f"Sweep {name!r} exists with goal {study.direction.name.lower()}.")
         study.set_user_attr(CONFIG_ATTR, new)  # budget/parallel/backend may change on resume
+    import time
+
+    study.set_user_attr(RUN_STARTED_ATTR, time.time())  # budget.minutes counts from here
     return study
 
 
@@ -143,13 +149,20 @@ def stored_config(study: optuna.Study) -> SweepConfig:
     return parse_config(data, source=f"study {study.study_name!r}")
 
 
-def counted_trials(study: optuna.Study) -> int:
-    """Finished trials that count toward the budget (retried and interrupted ones do not)."""
+def counted_trials(study: optuna.Study, *, running: bool = False) -> int:
+    """Trials that count toward the budget: finished ones (and, with ``running``, running
+    ones), except those retried or interrupted (their re-queued copy counts instead)."""
     n = 0
-    for t in study.get_trials(deepcopy=False, states=FINISHED):
+    for t in study.get_trials(deepcopy=False, states=_ASKED if running else FINISHED):
         if not t.user_attrs.get(RETRIED_ATTR) and not t.user_attrs.get(INTERRUPTED_ATTR):
             n += 1
     return n
+
+
+def running_trials(study: optuna.Study) -> dict[int, optuna.trial.FrozenTrial]:
+    """The study's RUNNING trials by number."""
+    return {t.number: t
+            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
 
 
 def waiting_trials(study: optuna.Study) -> int:
@@ -159,3 +172,42 @@ def waiting_trials(study: optuna.Study) -> int:
 def trial_id(study: optuna.Study, number: int) -> int:
     """Storage id of trial ``number`` (workers rebuild an ``optuna.Trial`` from it)."""
     return study._storage.get_trial_id_from_study_id_trial_number(study._study_id, number)
+
+
+# -- the only place that touches Optuna's private attributes --------------------------------
+def ask_id(trial: optuna.trial.Trial) -> int:
+    """Storage id of a trial just asked."""
+    return trial._trial_id
+
+
+def get_trial(study: optuna.Study, tid: int) -> optuna.trial.FrozenTrial:
+    """Trial ``tid`` as this process's replica of the journal has it now (synced first)."""
+    return study._storage.get_trial(tid)
+
+
+def set_trial_attr(study: optuna.Study, tid: int, key: str, value: object) -> None:
+    """Set a user attr of trial ``tid`` (running trials only)."""
+    study._storage.set_trial_user_attr(tid, key, value)
+
+
+def store_of(study: optuna.Study) -> TrackingStore | None:
+    """The tracking store whose database holds ``study``'s journal (None: another storage)."""
+    backend = getattr(study._storage, "_backend", None)
+    return getattr(backend, "store", None)
+
+
+def reset_replay(study: optuna.Study) -> None:
+    """Forget this process's replica of the journal; the next access replays it from the
+    database. Call after a transaction that wrote journal lines was rolled back: the replica
+    may hold lines that were never committed."""
+    from optuna.storages.journal._storage import JournalStorageReplayResult
+
+    storage = study._storage
+    lock = getattr(storage, "_thread_lock", None)
+    if lock is None or not hasattr(storage, "_replay_result"):
+        return
+    with lock:
+        storage._replay_result = JournalStorageReplayResult(storage._worker_id_prefix)
+    reset = getattr(study.sampler, "reset", None)
+    if callable(reset):
+        reset()  # samplers that memoize views of the study (hpo.history)

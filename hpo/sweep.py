@@ -1,47 +1,37 @@
-"""The coordinator loop: ask trials, place them on a backend, keep the budget, survive faults.
+"""``run_sweep``, the Python API behind ``hpo sweep``: validate, open the sweep, run the loop.
 
-``run_sweep`` is the Python API behind ``hpo sweep``. The loop asks the study for a trial,
-samples its parameters, hands it to the backend, and records what comes back. Trial results
-are persisted by whoever ran the trial (see hpo.execute), so this loop only has to account for
-trials that never came back: lost workers (failed, retried with the same params up to
-``max_retries``) and Ctrl-C (interrupted; rerun the same command to resume).
+The loop itself and its rules (budget, grid, target, minutes, retries, Ctrl-C) are in
+hpo.loop; the trial transitions it makes are in hpo.lifecycle. This module builds the
+placement from the config and turns what the loop did into a :class:`SweepResult`.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
-import signal
-import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from optuna.trial import TrialState
-
 from hpo import study as studies
-from hpo.backends import Backend, JobDone, make_backend
+from hpo.backends import Backend, make_backend
 from hpo.config import SweepConfig, load_config, parse_config
 from hpo.errors import ConfigError
-from hpo.execute import (
-    FAILED,
-    INTERRUPTED,
-    RunnerSpec,
-    TrialJob,
-    TrialOutcome,
-    ask_job,
-    persist,
-)
+from hpo.execute import RunnerSpec
+from hpo.lifecycle import atomic
+from hpo.loop import TrialLoop, sweep_status_at_end
+from hpo.outage import retry_storage
 from hpo.progress import SweepProgress
 from hpo.space import SearchSpace
 from hpo.storage_url import mask_url, resolve_url
 from hpo.strategy import describe
 from hpo.trainer_ref import PYTHON_TRAINER, resolve
 
-_OVERRIDES = ("trials", "parallel", "backend", "storage", "name", "seed", "minutes")
+_OVERRIDES = (
+    "trials", "parallel", "backend", "storage", "name", "seed", "minutes", "timeout",
+)
 
 
 @dataclass
@@ -87,7 +77,9 @@ def run_sweep(
 
     ``objective`` is a trainer callable ``f(params, ctx) -> dict | float``; without it the
     config's ``trainer``/``program`` runs. ``overrides``: trials, parallel, backend, storage,
-    name, seed, minutes. ``report=True`` writes reports/NAME.html; a path writes there.
+    name, seed, minutes, timeout. ``report=True`` writes reports/NAME.html; a path writes
+    there. Another ``run_sweep``/``hpo sweep`` on the same sweep at the same time joins it
+    and shares its budget (hpo.loop).
     """
     unknown = set(overrides) - set(_OVERRIDES)
     if unknown:
@@ -122,7 +114,8 @@ def _write_report(name: str, url: str, path: str | os.PathLike | None) -> str | 
 
 
 class Coordinator:
-    """One sweep's loop on one backend."""
+    """One ``hpo sweep`` process: opens the sweep and runs the trial loop (hpo.loop) on a
+    placement built from the config (in-process, worker processes or Ray actors)."""
 
     def __init__(
         self,
@@ -133,24 +126,27 @@ class Coordinator:
         objective: Callable[..., Any] | None = None,
         *,
         ray_address: str | None = None,
+        wait_s: float = 120.0,
     ) -> None:
-        from hpo.tracking import TrackingStore
-
         self.config, self.name, self.url, self.space = config, name, url, space
-        self.tracking = TrackingStore(url)
-        self.storage = studies.open_storage(url, name, self.tracking)
-        self.study = studies.create_or_load(config, name, self.storage)
+        self.tracking = open_when_up(url, wait_s)
         info = describe(config)
-        self.tracking.create_sweep(
-            name, config=config.to_dict(), config_yaml=config.text, objective=config.metric.name,
-            goal=config.metric.goal, method=config.method, pruner=str(info.get("pruner", "none")),
-            storage=mask_url(url),
-        )
+
+        def open_sweep() -> Any:
+            study = studies.create_or_load(
+                config, name, studies.open_storage(url, name, self.tracking))
+            self.tracking.create_sweep(
+                name, config=config.to_dict(), config_yaml=config.text,
+                objective=config.metric.name, goal=config.metric.goal, method=config.method,
+                pruner=str(info.get("pruner", "none")), storage=mask_url(url),
+            )
+            return study
+
+        self.study = retry_storage(open_sweep, f"open sweep {name!r}", total_s=wait_s)
         self.objective = objective
         self.ray_address = ray_address
         self.artifact_dir = Path("artifacts") / name
         self.trials_run = 0
-        self._open: dict[int, int] = {}  # asked here and not yet accounted for: number -> id
 
     # -- setup ------------------------------------------------------------------------------
     def _runner_spec(self) -> RunnerSpec:
@@ -162,44 +158,30 @@ class Coordinator:
 
     def _backend(self) -> Backend:
         spec = self._runner_spec()
-        if self.config.backend == "local" and self.config.parallel <= 1:
+        if self.config.backend == "local" and self.config.parallel <= 1 and self.objective:
+            # run_sweep(objective=...) with one slot: in this process, the very object
+            # (closures, state, unpicklable captures)
             from hpo.backends.inprocess import InProcessBackend
             from hpo.execute import TrialRunner
 
-            runner = TrialRunner(spec)
-            if self.objective is not None:
-                runner.trainer = self.objective  # keep the very object (closures, state)
+            runner = TrialRunner(spec, kind="local", tracking=self.tracking, study=self.study)
+            runner.trainer = self.objective
             return InProcessBackend(spec, runner)
         return make_backend(
             self.config.backend, spec, parallel=self.config.parallel,
             resources=self.config.resources, ray_address=self.ray_address,
         )
 
-    def _recover_stale(self) -> None:
-        """Trials left RUNNING by a coordinator of this host that is gone: mark interrupted."""
-        import socket
-
-        host = socket.gethostname()
-        stale = []
-        for rec in self.tracking.trials(self.name, states=["running"]):
-            if rec.host in (None, host) and not _pid_alive(rec.pid):
-                stale.append(rec.number)
-        running = {
-            t.number: t
-            for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        }
-        for number in stale:
-            if number in running:
-                self._finish_interrupted(number, running[number]._trial_id, "coordinator died")
-        if stale:
-            self.tracking.mark_running_as(self.name, INTERRUPTED, "coordinator died", stale)
-
     def _enqueue_grid(self) -> None:
         if self.config.method != "grid" or self.study.user_attrs.get(studies.GRID_ATTR):
             return
-        for point in self.space.grid_points():
-            self.study.enqueue_trial(point, skip_if_exists=True)
-        self.study.set_user_attr(studies.GRID_ATTR, True)
+
+        def enqueue() -> None:  # all points and the marker in one transaction
+            for point in self.space.grid_points():
+                self.study.enqueue_trial(point, skip_if_exists=True)
+            self.study.set_user_attr(studies.GRID_ATTR, True)
+
+        atomic(self.study, f"queue the grid of sweep {self.name!r}", enqueue)
 
     def prepare_for_agents(self) -> SweepResult:
         """Create the study and tracking records (and grid queue) for `hpo agent` processes."""
@@ -213,140 +195,31 @@ class Coordinator:
     # -- the loop ---------------------------------------------------------------------------
     def run(self, progress: bool = False) -> SweepResult:
         started = time.monotonic()
-        self._recover_stale()
         self._enqueue_grid()
-        budget = self.config.trial_budget()
-        deadline = (
-            started + self.config.budget.minutes * 60 if self.config.budget.minutes else math.inf
-        )
-        counted = studies.counted_trials(self.study)
-        bar = SweepProgress(self.name, budget, enabled=progress)
-        if bar.enabled:
-            bar.update(self.tracking.counts(self.name), self._best())
+        bar = SweepProgress(self.name, self.config.trial_budget(), enabled=progress)
+
+        def update() -> None:
+            if bar.enabled:
+                bar.update(self.tracking.counts(self.name), self._best())
+
+        update()
         backend = self._backend()
-        # With several slots, keep one trial asked ahead so a slot that frees up starts its
-        # next trial at once instead of waiting for the sampler (asks are serial here).
-        prefetch = 1 if backend.capacity > 1 else 0
-        interrupted = False
-        restore = self._catch_sigint()
+        loop = TrialLoop(self.study, self.tracking, self.name, self.config, self.space, backend,
+                         on_progress=update)
         try:
-            while True:
-                if self._sigint:  # a Ctrl-C that Python swallowed (e.g. inside a GC callback)
-                    raise KeyboardInterrupt
-                while backend.free_slots() + prefetch > 0 and time.monotonic() < deadline:
-                    if budget is not None and counted + len(backend.in_flight()) >= budget:
-                        break
-                    if self.config.method == "grid" and studies.waiting_trials(self.study) == 0:
-                        break
-                    if self._target_reached():
-                        break
-                    backend.submit(self._ask())
-                if not backend.in_flight():
-                    break
-                self._interruptible = True  # Ctrl-C may stop a trainer running in here
-                try:
-                    finished = backend.poll(0.5)
-                finally:
-                    self._interruptible = False
-                for done in finished:
-                    counted += self._handle(done)
-                if finished and bar.enabled:
-                    bar.update(self.tracking.counts(self.name), self._best())
-        except KeyboardInterrupt:
-            interrupted = True
-            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # finish cleanup first
-            try:
-                backend.stop()
-                self.study = studies.reload(self.study)  # the interrupt may have cut a replay
-                running = {t.number for t in self.tracking.trials(self.name, states=["running"])}
-                for number, tid in list(self._open.items()):
-                    self._finish_interrupted(number, tid, "interrupted (Ctrl-C)", running)
-            finally:
-                signal.signal(signal.SIGINT, previous)
-        else:
-            backend.stop()
+            outcome = loop.run()
         finally:
-            restore()
             bar.close()
-        self.tracking.end_sweep(self.name, "interrupted" if interrupted else "finished")
+        self.trials_run = outcome.trials_run
+        sweep_status_at_end(self.tracking, self.name, outcome)
         self._keep_best_artifact()
-        return self._result(time.monotonic() - started, interrupted)
-
-    def _catch_sigint(self) -> Callable[[], None]:
-        """Remember Ctrl-C in a flag as well as raising, so no interrupt is ever lost."""
-        self._sigint = False
-        self._interruptible = False
-        if threading.current_thread() is not threading.main_thread():
-            return lambda: None
-        previous = signal.getsignal(signal.SIGINT)
-
-        def handler(signum: int, frame: Any) -> None:
-            # Raise only while waiting on the backend (or running an in-process trainer);
-            # elsewhere (asking, recording) the loop sees the flag at its next turn, so no
-            # trial is left half-asked or half-recorded.
-            self._sigint = True
-            if self._interruptible:
-                raise KeyboardInterrupt
-
-        signal.signal(signal.SIGINT, handler)
-        return lambda: signal.signal(signal.SIGINT, previous)
-
-    def _ask(self) -> TrialJob:
-        job = ask_job(self.study, self.space, self.tracking, self.name, self.config.backend)
-        self._open[job.number] = job.trial_id
-        self.trials_run += 1
-        return job
-
-    def _handle(self, done: JobDone) -> int:
-        """Account for a finished or lost job; returns how many budget units it used."""
-        self._open.pop(done.job.number, None)
-        if done.outcome is not None:
-            return 1
-        job = done.job
-        frozen = self.study._storage.get_trial(job.trial_id)
-        if frozen.state.is_finished():  # it finished before its worker died: keep it
-            return 1
-        reason = f"worker lost: {done.lost}"
-        retry = job.attempt < self.config.max_retries
-        if retry:  # attrs first: a finished trial can no longer be changed
-            self.study._storage.set_trial_user_attr(job.trial_id, studies.RETRIED_ATTR, True)
-        persist(self.study, self.tracking, self.name,
-                TrialOutcome(job.number, FAILED, None, error=reason))
-        if not retry:
-            return 1
-        self.study.enqueue_trial(
-            frozen.params,
-            user_attrs={studies.RETRY_OF_ATTR: job.number, "hpo_attempt": job.attempt + 1},
-        )
-        return 0
-
-    def _finish_interrupted(
-        self, number: int, trial_id: int, reason: str, running: set[int] | None = None
-    ) -> None:
-        storage = self.study._storage
-        frozen = storage.get_trial(trial_id)
-        if frozen.state.is_finished():
-            if running and number in running:  # told, but its tracking record was cut short
-                state = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned"}
-                self.tracking.end_trial(self.name, number, state.get(frozen.state, FAILED),
-                                        value=frozen.value)
-            return
-        storage.set_trial_user_attr(trial_id, studies.INTERRUPTED_ATTR, True)
-        self.study.tell(number, state=TrialState.FAIL, skip_if_finished=True)
-        self.tracking.end_trial(self.name, number, INTERRUPTED, value=None, error=reason)
+        result = self._result(time.monotonic() - started, outcome.interrupted)
+        result.extra["stopped_because"] = outcome.stopped_because
+        return result
 
     def _best(self) -> float | None:
         best = self.tracking.best(self.name)
         return best.value if best else None
-
-    def _target_reached(self) -> bool:
-        target = self.config.metric.target
-        if target is None:
-            return False
-        best = self._best()
-        if best is None:
-            return False
-        return best <= target if self.config.metric.goal == "minimize" else best >= target
 
     def _keep_best_artifact(self) -> None:
         if not self.config.trainer_args.get("save_best") or not self.artifact_dir.exists():
@@ -358,15 +231,23 @@ class Coordinator:
                 shutil.rmtree(child, ignore_errors=True)
 
     def _result(self, wall: float, interrupted: bool) -> SweepResult:
-        best = self.tracking.best(self.name)
+        best = retry_storage(lambda: self.tracking.best(self.name), "read the best trial")
         return SweepResult(
             name=self.name, storage=mask_url(self.url),
             best_value=best.value if best else None,
             best_params=best.params if best else None,
             best_number=best.number if best else None,
-            counts=self.tracking.counts(self.name), wall_time_s=wall,
-            trials_run=self.trials_run, interrupted=interrupted,
+            counts=retry_storage(lambda: self.tracking.counts(self.name), "count trials"),
+            wall_time_s=wall, trials_run=self.trials_run, interrupted=interrupted,
         )
+
+
+def open_when_up(url: str, wait_s: float) -> Any:
+    """The tracking store at ``url``, waiting up to ``wait_s`` for the database to come up
+    (a log line says so); real errors (wrong schema, bad URL) are raised at once."""
+    from hpo.tracking import TrackingStore
+
+    return retry_storage(lambda: TrackingStore(url), f"open {mask_url(url)}", total_s=wait_s)
 
 
 def _pickle_objective(objective: Callable[..., Any]) -> bytes:
@@ -398,18 +279,6 @@ def _pickle_objective(objective: Callable[..., Any]) -> bytes:
     finally:
         if by_value:
             cloudpickle.unregister_pickle_by_value(module)
-
-
-def _pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 __all__ = ["Coordinator", "SweepResult", "run_sweep"]

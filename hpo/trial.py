@@ -149,17 +149,27 @@ class StudyTrialContext(TrialContext):
     # Every write below rides out a storage outage (hpo.outage): a database restarting while
     # the trainer runs must not fail the trial as if the trainer had a bug. The writes are
     # idempotent (same step, same attrs), so a retry after a half-finished try is harmless.
+    # A report is one transaction (hpo.lifecycle.atomic): the metric rows and the
+    # intermediate value the pruner reads are written together or not at all.
     def _record(self, step: int, metrics: dict[str, float]) -> None:
-        retry_storage(lambda: self._tracking.log_metrics(self.sweep, self.number, step, metrics),
-                      f"record metrics of trial {self.number}")
+        from hpo.lifecycle import atomic
+
+        value = metrics.get(self.objective)
+        report = value is not None and math.isfinite(value)
+
+        def op() -> None:
+            self._tracking.log_metrics(self.sweep, self.number, step, metrics)
+            if report:
+                try:
+                    self._trial.report(value, step)
+                except NotImplementedError:  # multi-objective studies cannot prune
+                    pass
+
+        self._pruned = None
+        atomic(self._trial.study, f"report step {step} of trial {self.number}", op)
 
     def _report_objective(self, value: float, step: int) -> None:
-        self._pruned = None
-        try:
-            retry_storage(lambda: self._trial.report(value, step),
-                          f"report step {step} of trial {self.number}")
-        except NotImplementedError:  # multi-objective studies cannot prune
-            pass
+        pass  # written with the metrics in _record
 
     def should_prune(self) -> bool:
         if self._pruned is None:

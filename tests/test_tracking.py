@@ -188,21 +188,33 @@ def test_resume_keeps_first_started(storage_url):
     assert len(store.list_sweeps()) == 1
 
 
-def test_mark_running_as(storage_url):
+def test_leases_take_renew_and_lost(storage_url):
+    from datetime import UTC, datetime, timedelta
+
+    from hpo.tracking import leases
+
     store = TrackingStore(storage_url)
     new_sweep(store)
-    for n in range(5):
-        store.start_trial("s", n, {"n": n})
+    loop = leases.Owner("loop", "host-a", 111)
+    for n in range(3):
+        store.start_trial("s", n, {"n": n}, worker=str(loop),
+                          placement={"host": "host-a", "pid": 111, "device": None}, leased=True)
     store.end_trial("s", 0, "complete", value=1.0)
-    assert store.mark_running_as("s", "interrupted", "coordinator died", [0, 3]) == [3]
-    assert store.mark_running_as("s", "interrupted", "Ctrl-C", []) == []
-    assert store.mark_running_as("s", "interrupted", "Ctrl-C") == [1, 2, 4]
-    assert store.mark_running_as("s", "interrupted", "Ctrl-C") == []
-    trials = {t.number: t for t in store.trials("s")}
-    assert trials[0].state == "complete" and trials[0].error is None
-    assert (trials[3].state, trials[3].error) == ("interrupted", "coordinator died")
-    assert trials[1].error == "Ctrl-C" and trials[1].ended is not None
-    assert store.counts("s")["interrupted"] == 4
+    assert [lease.number for lease in leases.running(store, "s")] == [1, 2]
+    worker = leases.Owner("worker", "host-b", 222)
+    assert leases.take(store, "s", 1, worker, "cpu")
+    assert not leases.take(store, "s", 0, worker, "cpu")  # finished: never taken again
+    assert leases.owner_of(store, "s", 1) == ("running", "worker:host-b:222")
+    assert leases.renew(store, worker) == 1
+    by_number = {lease.number: lease for lease in leases.running(store, "s")}
+    now = datetime.now(UTC)
+    assert by_number[1].lost(60, now, "elsewhere") is None
+    assert "no heartbeat" in by_number[1].lost(60, now + timedelta(seconds=61), "elsewhere")
+    # same host and the owner's process is gone: lost at once, lease or not
+    dead = leases.Owner("worker", "host-b", 2**22 + 12345)
+    assert leases.take(store, "s", 2, dead, "cpu")
+    lease = {x.number: x for x in leases.running(store, "s")}[2]
+    assert "exited" in lease.lost(60, now, "host-b")
 
 
 def test_writes_before_start_trial_create_the_trial(storage_url):

@@ -9,14 +9,10 @@ def make_backend(kind: str, spec, *, parallel: int, resources=None, ray_address=
     """Build the backend named ``kind`` (``local`` or ``ray``) for a sweep."""
     from hpo.errors import BackendError
 
-    if kind == "local":
-        if parallel <= 1:
-            from hpo.backends.inprocess import InProcessBackend
-
-            return InProcessBackend(spec)
+    if kind == "local":  # worker processes, even for one: a crash or exit fails one trial
         from hpo.backends.process import ProcessBackend
 
-        return ProcessBackend(spec, parallel)
+        return ProcessBackend(spec, max(1, parallel))
     if kind == "ray":
         from hpo.backends.ray_backend import RayBackend
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-from hpo.execute import TrialJob, TrialOutcome
+from hpo.lifecycle import TrialJob, TrialOutcome
 
 
 @dataclass(frozen=True)
@@ -41,3 +41,11 @@ class Backend(ABC):
 
     def free_slots(self) -> int:
         return self.capacity - len(self.in_flight())
+
+    def running_since(self, number: int) -> float | None:
+        """``time.monotonic()`` when trial ``number`` was handed to a worker (None: queued,
+        or the placement runs trials in the loop's own process and times them itself)."""
+        return None
+
+    def cancel(self, number: int) -> None:  # noqa: B027 - optional, no-op by default
+        """Kill the worker running trial ``number``; the next ``poll`` reports it lost."""

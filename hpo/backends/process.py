@@ -11,6 +11,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
+import time
 from multiprocessing.connection import Connection, wait
 
 from hpo.backends.base import Backend, JobDone
@@ -19,10 +20,13 @@ from hpo.execute import RunnerSpec, TrialJob, TrialRunner
 
 
 def _worker_main(spec: RunnerSpec, conn: Connection) -> None:
-    """Worker process: ignore Ctrl-C (the coordinator decides), run jobs until EOF."""
+    """Worker process: ignore Ctrl-C (the loop decides), run jobs until EOF.
+
+    A worker whose loop died (kill -9) finishes and records the trial it runs, then exits.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        runner = TrialRunner(spec)
+        runner = TrialRunner(spec, kind="worker")
     except BaseException as exc:  # report start-up errors instead of dying silently
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
         return
@@ -48,6 +52,7 @@ class _Worker:
         self.proc.start()
         child.close()
         self.job: TrialJob | None = None
+        self.since: float | None = None
         self.ready = False
 
 
@@ -72,10 +77,22 @@ class ProcessBackend(Backend):
                 return
             if w.ready and w.job is None:
                 w.job = self._queue.pop(0)
+                w.since = time.monotonic()
                 w.conn.send(w.job)
 
     def in_flight(self) -> list[TrialJob]:
         return self._queue + [w.job for w in self._workers if w.job is not None]
+
+    def running_since(self, number: int) -> float | None:
+        for w in self._workers:
+            if w.job is not None and w.job.number == number:
+                return w.since
+        return None
+
+    def cancel(self, number: int) -> None:
+        for w in self._workers:
+            if w.job is not None and w.job.number == number and w.proc.is_alive():
+                w.proc.kill()
 
     def poll(self, timeout: float) -> list[JobDone]:
         done: list[JobDone] = []
@@ -91,7 +108,7 @@ class ProcessBackend(Backend):
                     w.ready = True
                 elif kind == "done":
                     done.append(JobDone(w.job, payload))
-                    w.job = None
+                    w.job, w.since = None, None
                 elif kind == "error":
                     self.stop()
                     raise BackendError(f"A local worker process could not start: {payload}")

@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 import tempfile
+import time
 from typing import Any
 
 from hpo.backends.base import Backend, JobDone
@@ -87,7 +88,8 @@ class _TrialActor:
         if gpus:
             device += f" (GPU {','.join(map(str, gpus))})"
         node = ray.util.get_node_ip_address()
-        self.runner = TrialRunner(spec, worker=f"ray:{node}:{os.getpid()}", device=device)
+        self.node = node
+        self.runner = TrialRunner(spec, kind="ray", device=device)
 
     def run(self, job: TrialJob):
         return self.runner.run(job)
@@ -117,6 +119,7 @@ class RayBackend(Backend):
         )
         self._idle: list[Any] = [self._new_actor() for _ in range(self.capacity)]
         self._running: dict[Any, tuple[Any, TrialJob]] = {}  # ObjectRef -> (actor, job)
+        self._since: dict[int, float] = {}
         self._queue: list[TrialJob] = []
 
     def _new_actor(self) -> Any:
@@ -130,7 +133,16 @@ class RayBackend(Backend):
         while self._queue and self._idle:
             actor = self._idle.pop()
             job = self._queue.pop(0)
+            self._since[job.number] = time.monotonic()
             self._running[actor.run.remote(job)] = (actor, job)
+
+    def running_since(self, number: int) -> float | None:
+        return self._since.get(number)
+
+    def cancel(self, number: int) -> None:
+        for actor, job in self._running.values():
+            if job.number == number:
+                self._kill(actor)
 
     def in_flight(self) -> list[TrialJob]:
         return self._queue + [job for _, job in self._running.values()]
@@ -148,6 +160,7 @@ class RayBackend(Backend):
         done: list[JobDone] = []
         for ref in ready:
             actor, job = self._running.pop(ref)
+            self._since.pop(job.number, None)
             try:
                 done.append(JobDone(job, ray.get(ref)))
                 self._idle.append(actor)

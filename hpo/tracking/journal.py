@@ -24,18 +24,77 @@ most of the p99 ask latency, and a new process replays 10,000 trials in about a 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import random
+import time
+import uuid
+from collections.abc import Iterable, Sequence
 from typing import Any
 
+import sqlalchemy as sa
 from optuna.storages.journal import BaseJournalBackend
+from sqlalchemy.engine import Connection
 
-from hpo.tracking.store import TrackingStore
+from hpo.errors import StorageError
+from hpo.tracking import schema
+from hpo.tracking.db import _LOCK_RETRIES, JOURNAL_LOCK, Database
+
+J = schema.journal
+
+
+def append_journal(db: Database, journal: str, logs: Sequence[str]) -> None:
+    """Append JSON log lines to ``journal`` with the next gapless sequence numbers.
+
+    Appends are serialized (PostgreSQL advisory lock, SQLite ``BEGIN IMMEDIATE``), so a line
+    is committed only after every line before it: a reader that has read up to N never misses
+    a line that commits later with a number below N. A retry after a lost connection first
+    checks whether the first try committed, so nothing is written twice. Inside
+    ``db.transaction`` the lines commit (or roll back) with the rest of that transaction.
+    """
+    batch = uuid.uuid4().hex
+    tries = 0
+
+    def op(conn: Connection) -> None:
+        nonlocal tries
+        tries += 1
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k, hashtext(:j))"),
+                         {"k": JOURNAL_LOCK, "j": journal})
+        if tries > 1 and conn.scalar(
+            sa.select(sa.func.count()).where(J.c.journal == journal, J.c.batch == batch)
+        ):
+            return  # the earlier try committed before its connection was lost
+        nxt = conn.scalar(sa.select(sa.func.max(J.c.seq)).where(J.c.journal == journal))
+        start = -1 if nxt is None else int(nxt)
+        conn.execute(sa.insert(J), [
+            {"journal": journal, "seq": start + 1 + i, "log": line, "batch": batch}
+            for i, line in enumerate(logs)
+        ])
+
+    for attempt in range(_LOCK_RETRIES):
+        try:
+            return db._run(f"append to the study journal of {journal!r}", op)
+        except StorageError as exc:  # a database without the locks above raced us
+            if ("UNIQUE" not in str(exc).upper() or attempt == _LOCK_RETRIES - 1
+                    or db.in_transaction):
+                raise
+            time.sleep(0.01 * (attempt + 1) * random.random())
+
+
+def read_journal(db: Database, journal: str, start: int) -> list[str]:
+    """JSON log lines of ``journal`` numbered ``start`` and up, in order."""
+    return db._run(
+        f"read the study journal of {journal!r}",
+        lambda conn: list(conn.scalars(
+            sa.select(J.c.log).where(J.c.journal == journal, J.c.seq >= start).order_by(J.c.seq)
+        )),
+        write=False, single_read=True,
+    )
 
 
 class SQLJournalBackend(BaseJournalBackend):
     """The journal of one sweep, stored through a ``TrackingStore``'s engine."""
 
-    def __init__(self, store: TrackingStore, journal: str) -> None:
+    def __init__(self, store: Database, journal: str) -> None:
         self.store = store
         self.journal = journal
 
@@ -43,10 +102,11 @@ class SQLJournalBackend(BaseJournalBackend):
         return (SQLJournalBackend, (self.store, self.journal))
 
     def read_logs(self, log_number_from: int) -> Iterable[dict[str, Any]]:
-        return [json.loads(line) for line in self.store.read_journal(self.journal, log_number_from)]
+        return [json.loads(line) for line in read_journal(self.store, self.journal,
+                                                          log_number_from)]
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
-        self.store.append_journal(self.journal, [json.dumps(log) for log in logs])
+        append_journal(self.store, self.journal, [json.dumps(log) for log in logs])
 
 
-__all__ = ["SQLJournalBackend"]
+__all__ = ["SQLJournalBackend", "append_journal", "read_journal"]

@@ -1,14 +1,6 @@
 """What the tracking store hands back: frozen dataclasses, plus the state names.
 
-Trial states (``TrialState``, a ``str`` enum, so ``TrialState.COMPLETE == "complete"``):
-
-- ``running``: started, no result yet.
-- ``complete``: finished with a value.
-- ``pruned``: stopped early by the pruner (its value, if any, is the last reported one).
-- ``failed``: the trainer raised, or its worker was lost.
-- ``interrupted``: the sweep was stopped (Ctrl-C, coordinator died) while it ran.
-
-Sweep statuses (``SweepStatus``): ``running``, ``finished``, ``interrupted``, ``failed``.
+Trial states and sweep statuses are defined in :mod:`hpo.states` (re-exported here).
 
 Non-finite numbers: a trial value or metric value of NaN is stored (and read back) as
 ``None``; +/-inf is stored as a float. Inside dict fields (params, metrics, attrs, config),
@@ -22,35 +14,24 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, fields
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
+from hpo.states import (  # noqa: E402 - re-exported
+    COMPLETE,
+    FAILED,
+    INTERRUPTED,
+    PRUNED,
+    RUNNING,
+    SWEEP_STATUSES,
+    TRIAL_STATES,
+    SweepStatus,
+    TrialState,
+)
 
-class TrialState(StrEnum):
-    RUNNING = "running"
-    COMPLETE = "complete"
-    PRUNED = "pruned"
-    FAILED = "failed"
-    INTERRUPTED = "interrupted"
-
-
-class SweepStatus(StrEnum):
-    RUNNING = "running"
-    FINISHED = "finished"
-    INTERRUPTED = "interrupted"
-    FAILED = "failed"
-
-
-RUNNING = TrialState.RUNNING.value
-COMPLETE = TrialState.COMPLETE.value
-PRUNED = TrialState.PRUNED.value
-FAILED = TrialState.FAILED.value
-INTERRUPTED = TrialState.INTERRUPTED.value
-
-#: Every trial state, in the order ``TrackingStore.counts`` returns them.
-TRIAL_STATES: tuple[str, ...] = tuple(s.value for s in TrialState)
-#: Every sweep status.
-SWEEP_STATUSES: tuple[str, ...] = tuple(s.value for s in SweepStatus)
+__all__ = [
+    "COMPLETE", "FAILED", "INTERRUPTED", "PRUNED", "RUNNING", "SWEEP_STATUSES", "TRIAL_STATES",
+    "MetricRecord", "SweepRecord", "SweepStatus", "TrialRecord", "TrialState", "iso", "jsonable",
+]
 
 
 def iso(value: datetime | None) -> str | None:

@@ -105,8 +105,6 @@ class Sweep(Base):
     host: Mapped[str | None] = mapped_column(String(256))
     git_commit: Mapped[str | None] = mapped_column(String(64))
     versions: Mapped[Any | None] = mapped_column(_json())
-    # trial slots handed out to agents (budget accounting under concurrency; see store.claim_slot)
-    claimed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class Trial(Base):
