@@ -67,3 +67,13 @@ def sleep(params: dict[str, Any], ctx: TrialContext) -> dict[str, float]:
         time.sleep(seconds)
     ctx.set_attrs(busy_s=time.perf_counter() - t0)
     return {"loss": float(params.get("x", 0.0)) ** 2}
+
+
+def gated(params: dict[str, Any], ctx: TrialContext) -> dict[str, float]:
+    """Waits until the file ``params["gate"]`` exists, then returns ``x**2``: lets a test hold
+    trials running for as long as it needs (a kill then always lands mid-trial)."""
+    import os
+
+    while not os.path.exists(params["gate"]):
+        time.sleep(0.02)
+    return {"loss": float(params["x"]) ** 2}

@@ -90,10 +90,10 @@ _ET_KEYS: dict[str, frozenset[str]] = {
 
 
 def _fail(
-    path: str | tuple[Any, ...], expected: str, found: Any, hint: str = ""
+    path: Any, expected: str, found: Any, hint: str = ""
 ) -> PydanticCustomError:
     """An error pydantic carries through with a sub-path (relative to the failing model)."""
-    path = (path,) if isinstance(path, str) else path
+    path = path if isinstance(path, tuple) else (path,)  # a key may be any YAML scalar
     return PydanticCustomError(
         "hpo", "expected {expected}, found {found}{hint}",
         {"expected": expected, "found": _show(found), "hint": hint, "path": path},

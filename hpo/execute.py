@@ -51,10 +51,10 @@ class TrialRunner:
     """Runs trials of one sweep in this process; keeps the study and stores open."""
 
     def __init__(
-        self, spec: RunnerSpec, kind: str = "worker", device: str | None = None,
+        self, spec: RunnerSpec, kind: str = "local", device: str | None = None,
         *, tracking: Any = None, study: optuna.Study | None = None,
     ) -> None:
-        """``kind`` names this owner in trial rows (worker, ray, local, agent);
+        """``kind`` names this owner in trial rows (local, ray, agent);
         ``tracking``/``study``: this process's already open ones (one pool, one replay)."""
         from hpo.tracking import TrackingStore
 

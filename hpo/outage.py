@@ -11,18 +11,17 @@ import logging
 import time
 from typing import Any
 
-import optuna
-
 
 def is_storage_outage(exc: BaseException) -> bool:
-    """True for errors that a database coming back would cure (not bad data)."""
-    from sqlalchemy.exc import DBAPIError, OperationalError
+    """True for errors that a database coming back would cure (``StorageUnavailable``: down,
+    restarting, connection lost, lock timeout), not for real errors (bad data, wrong schema),
+    which are reported at once."""
+    from hpo.errors import StorageUnavailable
+    from hpo.tracking.db import is_transient
 
-    from hpo.errors import StorageError
-
-    if isinstance(exc, optuna.exceptions.StorageInternalError | OperationalError | StorageError):
+    if isinstance(exc, StorageUnavailable):
         return True
-    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+    return is_transient(exc, sqlite=False)
 
 
 def retry_storage(fn: Any, what: str, *, total_s: float = 120.0) -> Any:

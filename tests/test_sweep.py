@@ -193,7 +193,7 @@ def test_unknown_trainer_refused_before_anything_runs(sqlite_url):
 def test_storage_outage_inside_a_trainer_does_not_fail_the_trial(sqlite_url, monkeypatch):
     """The database going away while the trainer reports (a PostgreSQL restart) is ridden
     out: the report is retried, the trial completes, nothing is lost or doubled."""
-    from hpo.errors import StorageError
+    from hpo.errors import StorageUnavailable
 
     real_log, real_attrs = TrackingStore.log_metrics, TrackingStore.set_trial_attrs
     failures = {"log": 2, "attrs": 1}
@@ -202,7 +202,7 @@ def test_storage_outage_inside_a_trainer_does_not_fail_the_trial(sqlite_url, mon
         def call(self, *args, **kwargs):
             if failures[kind] > 0:
                 failures[kind] -= 1
-                raise StorageError("Tracking storage: cannot connect: Connection refused.")
+                raise StorageUnavailable("Tracking storage: cannot connect: refused.")
             return real(self, *args, **kwargs)
         return call
 

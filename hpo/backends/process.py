@@ -26,7 +26,7 @@ def _worker_main(spec: RunnerSpec, conn: Connection) -> None:
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        runner = TrialRunner(spec, kind="worker")
+        runner = TrialRunner(spec, kind="local")
     except BaseException as exc:  # report start-up errors instead of dying silently
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
         return

@@ -64,7 +64,8 @@ class Lease:
 
 
 def pid_alive(pid: int | None) -> bool:
-    """Whether process ``pid`` of this host still exists."""
+    """Whether process ``pid`` of this host still runs (a zombie, killed but not yet waited
+    for by its parent, does not)."""
     if not pid:
         return False
     try:
@@ -73,7 +74,12 @@ def pid_alive(pid: int | None) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+        return state not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return True
 
 
 def renew(db: Database, owner: Owner) -> int:
