@@ -67,14 +67,14 @@ def profile(dry_run: bool) -> dict[str, Any]:
         common = dict(precision="bf16", seed=0, max_eval_examples=128, eval_batch_size=64,
                       lr_scheduler="linear")
         minilm = dict(common, model="minilm", task="classification", dataset="synthetic",
-                      synthetic_size=4000, max_length=128, batch_size=32, max_steps=60)
+                      synthetic_size=4000, max_length=128, batch_size=32, max_steps=100)
         lm = dict(common, model="tiny-llama", model_config=LM_CONFIG, task="causal_lm",
-                  dataset="synthetic", synthetic_size=8000, packing=True, max_length=512,
-                  batch_size=8, max_steps=60)
+                  dataset="synthetic", synthetic_size=20000, packing=True, max_length=512,
+                  batch_size=8, max_steps=100)
         cpus = os.cpu_count() or 8
         # trials long enough (in steps) that 4 of them train at once despite staggered starts
         sweep = dict(trials=8, parallel=4, resources={"cpu": max(1, min(4, cpus // 4)),
-                                                      "gpu": 0.25}, ray_cpus=cpus, steps=150)
+                                                      "gpu": 0.25}, ray_cpus=cpus, steps=300)
         device = "cuda:0"
     for p in (minilm, lm):
         p["eval_every"] = p["max_steps"]  # one evaluation, at the end (not timed)
@@ -253,6 +253,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# gpu_check: {mode}\n{environment(prof['device'])}\n", flush=True)
     results: dict[str, Any] = {"dry_run": args.dry_run, "profile": prof, "errors": {}}
 
+    def save() -> None:  # after every section: a run killed by the time limit keeps the rest
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
+
     def section(key: str, title: str, fn: Any) -> Any:
         t0 = time.perf_counter()
         print(f"## ({key}) {title}", flush=True)
@@ -262,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
             results["errors"][key] = f"{type(exc).__name__}: {exc}"
             print(f"FAILED: {type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}",
                   flush=True)
+            save()
             return None
         print(f"({time.perf_counter() - t0:.1f} s)\n", flush=True)
         return value
@@ -275,12 +281,14 @@ def main(argv: list[str] | None = None) -> int:
         if lora_rows:
             print(table(_train_rows(lora_rows), TRAIN_COLS) + "\n")
             results["lora"] = lora_rows
+            save()
     if "b" in sections:
         full_rows = section("b", "full fine-tuning: trainers.full vs HF Trainer",
                             lambda: compare("full", prof))
         if full_rows:
             print(table(_train_rows(full_rows), TRAIN_COLS) + "\n")
             results["full"] = full_rows
+            save()
     if "c" in sections:
         solo = next((r for r in lora_rows or [] if r["trainer"] == "trainers.lora"
                      and r["model"] == _model_name(prof["lm"])), None)
@@ -297,9 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter() - started
     results["wall_s"] = wall
     print(f"total wall time {wall:.1f} s")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    save()
     if results["errors"]:
         print(f"sections failed: {', '.join(results['errors'])}", file=sys.stderr)
         return 1
