@@ -24,6 +24,7 @@ from hpo.config import SweepConfig, parse_config
 from hpo.errors import TrialPruned
 from hpo.heartbeat import keep_leases
 from hpo.lifecycle import Transitions, TrialJob, TrialOutcome
+from hpo.outage import retry_storage
 from hpo.states import COMPLETE, FAILED, INTERRUPTED, PRUNED
 from hpo.study import load, open_storage
 from hpo.timeouts import TrialTimeout, time_limit
@@ -88,7 +89,8 @@ class TrialRunner:
         if not self.transitions.start(job, self.owner, device):
             return TrialOutcome(job.number, FAILED, None, error="reaped before it started",
                                 worker=self.worker, kept=False)
-        trial = optuna.trial.Trial(self.study, job.trial_id)
+        trial = retry_storage(lambda: optuna.trial.Trial(self.study, job.trial_id),
+                              f"load trial {job.number}")
         ctx = StudyTrialContext(
             trial, self.tracking, job.params, objective=cfg.metric.name, goal=cfg.metric.goal,
             sweep=self.spec.study, device=device,

@@ -286,7 +286,10 @@ class Transitions:
                     out[number] = ("no owner recorded", False)
             return out
 
-        if not lost_now():
+        from hpo.outage import retry_storage
+
+        if not retry_storage(lost_now, f"look for lost trials of {self.sweep!r}",
+                             total_s=self.retry_s):
             return []
 
         def op() -> list[tuple[int, str]]:

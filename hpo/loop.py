@@ -39,6 +39,7 @@ import optuna
 
 from hpo import study as studies
 from hpo.backends.base import Backend, JobDone
+from hpo.errors import StorageUnavailable
 from hpo.heartbeat import keep_leases
 from hpo.lifecycle import LOOP_KIND, Transitions, TrialJob, budget_deadline
 from hpo.outage import retry_storage
@@ -103,57 +104,80 @@ class TrialLoop:
         deadline = budget_deadline(self.study, self.config.budget.minutes)
         prefetch = 1 if self.placement.capacity > 1 else 0
         poll_s = max(0.05, min(0.5, self.lease_s / 8))
-        reap_every = max(0.2, min(5.0, self.lease_s / 4))
-        next_reap = 0.0
+        self._next_reap = 0.0
+        outage: float | None = None
         restore = self._catch_signals()
         try:
             while True:
                 if self._signal:
                     raise KeyboardInterrupt
-                if time.monotonic() >= next_reap:
-                    self.result.reaped += len(self.transitions.reap(self.lease_s, self.owner))
-                    next_reap = time.monotonic() + reap_every
-                self._enforce_timeouts()
-                refused = None
-                while self.placement.free_slots() + prefetch > 0:
-                    final = self._final_stop(deadline)
-                    if final:
-                        self.result.stopped_because = final
-                        break
-                    claim = self.transitions.claim(self.space, self.owner, budget=budget,
-                                                   grid=grid, known=frozenset(self._open))
-                    if isinstance(claim, str):
-                        refused = claim
-                        break
-                    self._open[claim.number] = claim
-                    self.placement.submit(claim)
-                if not self.placement.in_flight():
-                    if self.result.stopped_because:
-                        break
-                    if refused and not self._others_running():
-                        self.result.stopped_because = (
-                            "budget spent" if refused == "budget" else "grid done")
-                        break
-                    time.sleep(poll_s)  # others still run trials; one may come back
-                    continue
-                self._interruptible = True  # Ctrl-C may stop an in-process trainer here
                 try:
-                    finished = self.placement.poll(poll_s)
-                finally:
-                    self._interruptible = False
-                for done in finished:
-                    self._account(done)
-                if finished and self.on_progress is not None:
-                    self.on_progress()
+                    if self._turn(budget, grid, deadline, prefetch, poll_s):
+                        break
+                    outage = None
+                except StorageUnavailable as exc:  # every call inside already retried
+                    outage = outage or time.monotonic()
+                    if time.monotonic() - outage > self.retry_s:
+                        raise
+                    log.warning("storage unavailable (%s); the loop carries on when it is "
+                                "back", str(exc).splitlines()[0][:200])
+                    time.sleep(1.0)
         except KeyboardInterrupt:
             self.result.interrupted = True
             self.result.stopped_because = "interrupted (Ctrl-C/SIGTERM)"
             self._interrupt_all()
+        except BaseException:
+            self.placement.stop()  # its claimed trials are reaped by the next loop
+            raise
         else:
             self.placement.stop()
         finally:
             restore()
         return self.result
+
+    def _turn(self, budget: int | None, grid: bool, deadline: float, prefetch: int,
+              poll_s: float) -> bool:
+        """One turn: reap, enforce timeouts, claim into free slots, poll, account. True when
+        the loop is done."""
+        if time.monotonic() >= self._next_reap:
+            self.result.reaped += len(self.transitions.reap(self.lease_s, self.owner))
+            self._next_reap = time.monotonic() + max(0.2, min(5.0, self.lease_s / 4))
+        self._enforce_timeouts()
+        refused = None
+        while self.placement.free_slots() + prefetch > 0:
+            final = self._final_stop(deadline)
+            if final:
+                self.result.stopped_because = final
+                break
+            claim = self.transitions.claim(self.space, self.owner, budget=budget, grid=grid,
+                                           known=frozenset(self._open))
+            if isinstance(claim, str):
+                refused = claim
+                break
+            self._open[claim.number] = claim
+            self.placement.submit(claim)
+        if not self.placement.in_flight():
+            if self.result.stopped_because:
+                return True
+            if refused and not self._others_running():
+                self.result.stopped_because = "budget spent" if refused == "budget" \
+                    else "grid done"
+                return True
+            time.sleep(poll_s)  # others still run trials; one may come back re-queued
+            return False
+        self._interruptible = True  # Ctrl-C may stop an in-process trainer here
+        try:
+            finished = self.placement.poll(poll_s)
+        finally:
+            self._interruptible = False
+        for done in finished:
+            self._account(done)
+        if finished and self.on_progress is not None:
+            try:
+                self.on_progress()
+            except StorageUnavailable:
+                pass  # the progress line can wait for the database
+        return False
 
     def _final_stop(self, deadline: float) -> str | None:
         if time.monotonic() >= deadline:
