@@ -538,16 +538,16 @@ def _check_name(name: str) -> None:
 
 def _check_grid(parameters: Mapping[str, ParamSpec]) -> None:
     """Refuse a grid too large to enumerate, from its size alone (no list is built)."""
-    from hpo.space import MAX_GRID, SearchSpace  # hpo.space imports this module
+    from hpo.space import MAX_GRID, SearchSpace, size_text  # hpo.space imports this module
 
     try:
         size = SearchSpace.from_config(parameters).grid_size()
     except ConfigError as exc:
         raise _fail("parameters", "parameters a grid can enumerate", _Text(str(exc))) from None
     if size > MAX_GRID:
-        shown = f"{size:,}" if size < 10**30 else f"more than 10^{min(len(str(size)), 309) - 1:,}"
         raise _fail("parameters", f"a grid of at most {MAX_GRID:,} points for method grid",
-                    _Text(f"{shown} points"), "; use fewer values, a larger q, or method: random")
+                    _Text(f"{size_text(size)} points"),
+                    "; use fewer values, a larger q, or method: random")
 
 
 _TOP_KEYS = tuple(k for k in SweepConfig.model_fields if k not in ("source", "text"))
@@ -730,6 +730,9 @@ def _load_yaml(text: str, source: str) -> tuple[Any, dict[tuple[Any, ...], int]]
     except RecursionError:
         raise ConfigError(f"{source}: nested more than {MAX_DEPTH} levels deep; expected a "
                           "sweep file (a few levels of mappings and lists)") from None
+    except (ValueError, OverflowError) as exc:  # PyYAML: a bad \U escape, a 13th month, ...
+        raise ConfigError(f"{source}: YAML value error: {exc}; fix or quote that value"
+                          ) from None
     return data, lines
 
 

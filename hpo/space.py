@@ -197,6 +197,15 @@ def _multiple(x: float, q: float) -> bool:
     return math.isclose(k, round(k), rel_tol=0, abs_tol=1e-9)
 
 
+def size_text(size: int | float) -> str:
+    """A grid size for a message: ``1,000,001``, or ``about 10^40`` when it is huge."""
+    if math.isinf(size):
+        return "more than 10^308"
+    if size < 10**15:
+        return f"{int(size):,}"
+    return f"about 10^{len(str(int(size))) - 1}"
+
+
 def _count(span: float, step: float, extra: int) -> int | float:
     """``round(span / step) + extra``, or ``math.inf`` when that is beyond float range."""
     ratio = span / step
@@ -283,9 +292,8 @@ class SearchSpace:
                     f"{leaf.spec.distribution}; use values: [...]")
         size = self.grid_size()
         if size > MAX_GRID:
-            shown = f"{size:,}" if size < 10**30 else "more than 10^30"
-            raise ConfigError(f"the grid has {shown} points (more than {MAX_GRID:,}); use fewer "
-                              "values, a larger q, or method: random")
+            raise ConfigError(f"the grid has {size_text(size)} points (more than "
+                              f"{MAX_GRID:,}); use fewer values, a larger q, or method: random")
         axes = [leaf.grid() for leaf in self._tuned]
         return [dict(zip(self.names, point, strict=True)) for point in itertools.product(*axes)]
 

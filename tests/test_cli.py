@@ -156,3 +156,88 @@ def test_ctrl_c_keeps_finished_trials_and_resumes(tmp_path, sqlite_url, parallel
     assert after["complete"] == 10
     kept = {t.number: t.value for t in store.trials("slow", states=["complete"])}
     assert all(kept[n] == v for n, v in done_before.items())
+
+
+# -- usage errors and bad arguments: one or two lines, exit code 2, nothing created ---------------
+@pytest.mark.parametrize("args", [
+    ["sweep", "{sweep}", "--trails", "3"],
+    ["frobnicate"],
+    ["agent"],
+    ["trials", "X", "--format", "xml"],
+    ["sweep", "{sweep}", "--trials", "abc"],
+    ["best", "X", "--format", "xml"],
+    ["trials", "X", "--state", "bogus"],
+])
+def test_usage_errors_are_two_lines_and_exit_2(tmp_path, args):
+    sweep = write_sweep(tmp_path)
+    proc = run_hpo(*[a.format(sweep=sweep) for a in args], cwd=tmp_path, check=False)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert 1 <= len(lines) <= 2 and lines[0].startswith("error: "), proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    assert not (tmp_path / "hpo.db").exists()
+
+
+def test_usage_error_messages_say_what_to_fix(tmp_path):
+    sweep = write_sweep(tmp_path)
+    assert "Possible options: --trials" in run_hpo("sweep", str(sweep), "--trails", "3",
+                                                   check=False).stderr
+    assert "No such command 'frobnicate'" in run_hpo("frobnicate", check=False).stderr
+    assert "Missing option '--study'" in run_hpo("agent", check=False).stderr
+    state = run_hpo("trials", "X", "--state", "bogus", check=False).stderr
+    assert "'bogus' is not a trial state" in state and "complete" in state
+
+
+def test_version():
+    from hpo import __version__
+
+    proc = run_hpo("--version")
+    assert proc.stdout.strip() == f"hpo {__version__}"
+
+
+@pytest.mark.parametrize("command", [["status"], ["best", "s"], ["trials", "s"], ["report", "s"]])
+def test_read_commands_never_create_a_database(tmp_path, command):
+    db = tmp_path / "nonexistent.db"
+    proc = run_hpo(*command, "--storage", f"sqlite:///{db}", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert f"no hpo database at '{db}'" in proc.stderr
+    assert not db.exists() and not list(tmp_path.glob("*.db*"))
+    proc = run_hpo(*command, cwd=tmp_path, check=False)  # the default storage: hpo.db here
+    assert proc.returncode == 2 and "the default storage" in proc.stderr
+    assert not (tmp_path / "hpo.db").exists()
+
+
+def test_report_to_an_unwritable_path_is_one_line(tmp_path, sqlite_url):
+    sweep = write_sweep(tmp_path, trials=1)
+    run_hpo("sweep", str(sweep), "--storage", sqlite_url, "--no-report")
+    proc = run_hpo("report", "s", "--storage", sqlite_url, "-o", "/proc/x.html", check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert "cannot write the report to '/proc/x.html" in proc.stderr and "-o PATH" in proc.stderr
+
+
+def test_trial_timeout_option_reaches_run_sweep(tmp_path, monkeypatch):
+    """--trial-timeout is the sweep's `timeout` override (checked against the file first)."""
+    import hpo.sweep
+    from hpo import cli
+
+    seen = {}
+
+    def fake_run_sweep(config, **kw):
+        seen.update(kw, config=config)
+        raise typer_exit()
+
+    def typer_exit():
+        import typer
+
+        return typer.Exit(0)
+
+    monkeypatch.setattr(hpo.sweep, "run_sweep", fake_run_sweep)
+    sweep = write_sweep(tmp_path)
+    rc = cli.app(["sweep", str(sweep), "--trial-timeout", "7.5", "--no-report"],
+                 standalone_mode=False)
+    assert rc == 0 and seen["timeout"] == 7.5 and seen["config"].timeout == 7.5
+    seen.clear()
+    cli.app(["sweep", str(sweep), "--no-report"], standalone_mode=False)
+    assert "timeout" not in seen and seen["config"].timeout is None
