@@ -341,6 +341,11 @@ def _aborts() -> tuple[type[BaseException], ...]:
 
 def _show_usage_error(exc: BaseException) -> int:
     """One or two lines for a usage error (no usage block, no traceback); its exit code."""
+    code = getattr(exc, "exit_code", 2)
+    code = code if isinstance(code, int) else 2
+    if type(exc).__name__ == "NoArgsIsHelpError":  # plain `hpo`: the help is the message
+        exc.show()  # type: ignore[attr-defined]
+        return code
     format_message = getattr(exc, "format_message", None)
     message = format_message() if callable(format_message) else str(exc)
     err.print(f"error: {message}", highlight=False, markup=False, soft_wrap=True)
@@ -348,8 +353,7 @@ def _show_usage_error(exc: BaseException) -> int:
     if ctx is not None:
         err.print(f"Try '{ctx.command_path} --help' for help.", highlight=False, markup=False,
                   soft_wrap=True)
-    code = getattr(exc, "exit_code", 2)
-    return code if isinstance(code, int) else 2
+    return code
 
 
 def main() -> None:

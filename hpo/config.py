@@ -671,45 +671,58 @@ def _issues(exc: ValidationError) -> list[tuple[tuple[Any, ...], str]]:
     return out
 
 
-def _check_shape(data: Any, source: str) -> None:
-    """Refuse data nested deeper than MAX_DEPTH, holding a cycle, or whose shared parts
-    (YAML aliases, or one list used twice) expand to more than MAX_ALIAS_EXPANSION values.
+def _measure(root: Any, children: Any, where: Any) -> tuple[int, int]:
+    """(values once expanded, values as written) of a tree whose nodes may be shared.
 
-    Iterative and linear in the distinct containers, so a "billion laughs" is refused at once.
+    ``children(node)`` lists a container's children (None for a leaf); ``where(node)`` is the
+    message prefix for it. Refuses a cycle and nesting deeper than MAX_DEPTH. Iterative, and
+    linear in the distinct containers, so a "billion laughs" is measured at once.
     """
     sizes: dict[int, int] = {}  # id(container) -> values in it once expanded
-    distinct = 0
-    stack: list[tuple[Any, int, bool]] = [(data, 1, False)]
-    active: set[int] = set()
+    written = 0
+    active: set[int] = set()  # the containers on the current path
+    stack: list[tuple[Any, int, bool]] = [(root, 1, False)]
     while stack:
         node, depth, done = stack.pop()
+        kids = children(node)
         if done:
             active.discard(id(node))
-            children = node.values() if isinstance(node, Mapping) else node
-            sizes[id(node)] = 1 + sum(sizes.get(id(c), 1) for c in children
-                                      if isinstance(c, Mapping | list))
-            sizes[id(node)] += sum(1 for c in children if not isinstance(c, Mapping | list))
+            sizes[id(node)] = 1 + sum(sizes.get(id(k), 1) for k in kids)
+            continue
+        if kids is None or id(node) in sizes:
             continue
         if id(node) in active:
-            raise ConfigError(f"{source}: a value contains itself (a YAML alias *name inside "
-                              "its own &name); write the value out instead")
-        if id(node) in sizes:
-            continue
+            raise ConfigError(f"{where(node)}: a value contains itself (a YAML alias *name "
+                              "inside its own &name); write the value out instead")
         if depth > MAX_DEPTH:
-            raise ConfigError(f"{source}: nested more than {MAX_DEPTH} levels deep; expected "
-                              "a sweep file (a few levels of mappings and lists)")
-        children = list(node.values()) if isinstance(node, Mapping) else node
-        distinct += 1 + len(children)
+            raise ConfigError(f"{where(node)}: nested more than {MAX_DEPTH} levels deep; "
+                              "expected a sweep file (a few levels of mappings and lists)")
+        written += 1 + len(kids)
         active.add(id(node))
         stack.append((node, depth, True))
-        for child in children:
-            if isinstance(child, Mapping | list):
-                stack.append((child, depth + 1, False))
-    if isinstance(data, Mapping | list) and sizes[id(data)] > distinct + MAX_ALIAS_EXPANSION:
+        stack.extend((k, depth + 1, False) for k in kids)
+    return sizes.get(id(root), 1), written
+
+
+def _refuse_expansion(total: int, written: int, source: str) -> None:
+    if total > written + MAX_ALIAS_EXPANSION:
         raise ConfigError(
-            f"{source}: YAML aliases (*name) or shared values expand to {sizes[id(data)]:,} "
+            f"{source}: YAML aliases (*name) or shared values expand this sweep to {total:,} "
             f"values, more than {MAX_ALIAS_EXPANSION:,} beyond what is written; write the "
             "values out, or use fewer aliases")
+
+
+def _data_children(node: Any) -> list[Any] | None:
+    if isinstance(node, Mapping):
+        return list(node.values())
+    return node if isinstance(node, list) else None
+
+
+def _check_shape(data: Any, source: str) -> None:
+    """Refuse data nested deeper than MAX_DEPTH, holding a cycle, or whose shared parts
+    (YAML aliases, or one list used twice) expand to more than MAX_ALIAS_EXPANSION values."""
+    total, written = _measure(data, _data_children, lambda node: source)
+    _refuse_expansion(total, written, source)
 
 
 def _load_yaml(text: str, source: str) -> tuple[Any, dict[tuple[Any, ...], int]]:
@@ -754,8 +767,8 @@ def _line_map(text: str, source: str) -> dict[tuple[Any, ...], int]:
     """Key path -> 1-based line of that key (or list item) in the YAML text."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except (yaml.YAMLError, RecursionError):
-        return {}
+    except (yaml.YAMLError, RecursionError, ValueError, OverflowError):
+        return {}  # no line numbers; the data itself is what gets validated
     return _walk_nodes(root, source) if root is not None else {}
 
 
@@ -790,45 +803,17 @@ def _walk_nodes(root: yaml.Node, source: str) -> dict[tuple[Any, ...], int]:
     return lines
 
 
+def _node_children(node: yaml.Node) -> list[yaml.Node] | None:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else None
+
+
 def _check_node_shape(root: yaml.Node, source: str) -> None:
     """:func:`_check_shape` on YAML nodes, so a bomb is refused before it is constructed."""
-    sizes: dict[int, int] = {}
-    distinct = 0
-    active: set[int] = set()
-    stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, False)]
-
-    def kids(node: yaml.Node) -> list[yaml.Node]:
-        if isinstance(node, yaml.MappingNode):
-            return [n for pair in node.value for n in pair]
-        return list(node.value) if isinstance(node, yaml.SequenceNode) else []
-
-    while stack:
-        node, depth, done = stack.pop()
-        if done:
-            active.discard(id(node))
-            sizes[id(node)] = 1 + sum(sizes.get(id(k), 1) for k in kids(node))
-            continue
-        if id(node) in active:
-            line = node.start_mark.line + 1
-            raise ConfigError(f"{source}:{line}: a value contains itself (an alias *name inside "
-                              "its own &name); write the value out instead")
-        if id(node) in sizes or isinstance(node, yaml.ScalarNode):
-            continue
-        if depth > MAX_DEPTH:
-            raise ConfigError(f"{source}:{node.start_mark.line + 1}: nested more than "
-                              f"{MAX_DEPTH} levels deep; expected a sweep file (a few levels "
-                              "of mappings and lists)")
-        children = kids(node)
-        distinct += 1 + len(children)
-        active.add(id(node))
-        stack.append((node, depth, True))
-        stack.extend((k, depth + 1, False) for k in children)
-    total = sizes.get(id(root), 1)
-    if total > distinct + MAX_ALIAS_EXPANSION:
-        raise ConfigError(
-            f"{source}: YAML aliases (*name) expand this file to {total:,} values, more than "
-            f"{MAX_ALIAS_EXPANSION:,} beyond what is written; write the values out, or use "
-            "fewer aliases")
+    total, written = _measure(root, _node_children,
+                              lambda node: f"{source}:{node.start_mark.line + 1}")
+    _refuse_expansion(total, written, source)
 
 
 def check_program(config: SweepConfig, sweep_file: str | os.PathLike[str] | None = None) -> None:

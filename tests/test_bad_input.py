@@ -106,7 +106,7 @@ def billion_laughs(levels: int = 9) -> str:
 
 def test_yaml_alias_bomb_is_refused_quickly(tmp_path: Path) -> None:
     path = write(tmp_path, billion_laughs())
-    with quick(), pytest.raises(ConfigError, match="YAML aliases .* expand this file to "
+    with quick(), pytest.raises(ConfigError, match="YAML aliases .* expand this sweep to "
                                 f".* more than {MAX_ALIAS_EXPANSION:,}"):
         load_config(path)
     with quick(), pytest.raises(ConfigError, match="expand"):  # the same text, given directly

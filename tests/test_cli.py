@@ -241,3 +241,9 @@ def test_trial_timeout_option_reaches_run_sweep(tmp_path, monkeypatch):
     seen.clear()
     cli.app(["sweep", str(sweep), "--no-report"], standalone_mode=False)
     assert "timeout" not in seen and seen["config"].timeout is None
+
+
+def test_no_arguments_prints_the_help():
+    proc = run_hpo(check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr + proc.stdout
+    assert "sweep" in proc.stderr + proc.stdout and "error:" not in proc.stderr

@@ -100,9 +100,40 @@ def sweeps(draw: st.DrawFn) -> dict[str, Any]:
     return data
 
 
+EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "search_spaces").rglob("*.yaml"))
+SEEDS = [p.read_text(encoding="utf-8") for p in EXAMPLES]
+
+
+@st.composite
+def mutated_examples(draw: st.DrawFn) -> str:
+    """One of the repository's sweep files with a few lines dropped, repeated, re-indented or
+    with a value replaced."""
+    lines = draw(st.sampled_from(SEEDS)).splitlines()
+    for _ in range(draw(st.integers(1, 4))):
+        if not lines:
+            break
+        i = draw(st.integers(0, len(lines) - 1))
+        op = draw(st.integers(0, 4))
+        if op == 0:
+            del lines[i]
+        elif op == 1:
+            lines.insert(i, lines[i])
+        elif op == 2:
+            lines[i] = " " * draw(st.integers(0, 6)) + lines[i].lstrip()
+        elif op == 3 and ":" in lines[i]:
+            head = lines[i].split(":", 1)[0]
+            lines[i] = f"{head}: {draw(st.sampled_from(WORDS))}"
+        else:
+            lines[i] = lines[i] + draw(st.text(alphabet=":-[]{}&*!|>'\",#@ ab1", max_size=4))
+    return "\n".join(lines) + "\n"
+
+
 @st.composite
 def yaml_texts(draw: st.DrawFn) -> str:
-    """YAML text: a dumped structure, then maybe cut, spliced or given anchors and aliases."""
+    """YAML text: a dumped structure, then maybe cut, spliced or given anchors and aliases;
+    or a mutated example sweep file."""
+    if SEEDS and draw(st.integers(0, 3)) == 0:
+        return draw(mutated_examples())
     base = draw(st.one_of(sweeps(), structures))
     try:
         text = yaml.safe_dump(base, default_flow_style=draw(st.booleans()), sort_keys=False)
