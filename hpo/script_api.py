@@ -1,6 +1,6 @@
 """Report metrics from a training *script* that hpo runs (a ``program:`` sweep).
 
-hpo runs a program sweep's script as a subprocess (see ``trainers/script.py``); the script
+hpo runs a program sweep's script as a subprocess (see ``hpo.program``); the script
 reports intermediate metrics and hpo's pruner decides, in the parent, whether to stop it::
 
     import hpo
@@ -32,8 +32,7 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-METRICS_FILE_ENV = "HPO_METRICS_FILE"
-PARAMS_FILE_ENV = "HPO_PARAMS_FILE"
+from hpo.program.wire import METRICS_FILE_ENV, PARAMS_FILE_ENV, encode_event  # noqa: E402
 
 _warned = False
 _fd: tuple[str, int] | None = None  # (path, O_APPEND fd), opened once per process
@@ -91,7 +90,7 @@ def _write(event: dict[str, Any]) -> None:
     path = os.environ[METRICS_FILE_ENV]
     if _fd is None or _fd[0] != path:
         _fd = (path, os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644))
-    os.write(_fd[1], (json.dumps(event, separators=(",", ":")) + "\n").encode("utf-8"))
+    os.write(_fd[1], encode_event(event))
 
 
 def report_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:

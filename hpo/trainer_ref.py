@@ -63,7 +63,7 @@ def resolve(config: SweepConfig, objective: Trainer | None = None) -> Trainer:
     if config.trainer:
         return import_ref(BUILTIN.get(config.trainer, config.trainer))
     if config.program:
-        from trainers.script import script_trainer
+        from hpo.program import script_trainer
 
         return script_trainer(config)  # checks macros and runner options before anything runs
     raise TrainerError("The sweep names no trainer: set `trainer:` or `program:`.")

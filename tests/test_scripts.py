@@ -2,7 +2,7 @@
 
 Real subprocesses running small scripts written into ``tmp_path``. ``run_program`` is tested
 directly with a standalone ``TrialContext``; the sweep-level tests go through
-``hpo.run_sweep`` (with ``trainers.script.script_trainer`` passed as the objective until
+``hpo.run_sweep`` (with ``hpo.program.script_trainer`` passed as the objective until
 ``hpo.trainer_ref.resolve`` returns it for program sweeps).
 """
 
@@ -21,17 +21,11 @@ import pytest
 import hpo
 from hpo.config import parse_config
 from hpo.errors import TrainerError, TrialPruned
+from hpo.program import ScriptFailed, build_argv, parse_options, run_program, script_trainer
+from hpo.program.command import check_command
+from hpo.program.wire import parse_stdout_line
 from hpo.tracking import TrackingStore
 from hpo.trial import TrialContext
-from trainers.script import (
-    ScriptFailed,
-    build_argv,
-    check_command,
-    parse_options,
-    parse_stdout_line,
-    run_program,
-    script_trainer,
-)
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "search_spaces" / "examples" / "wandb_script"
 
@@ -249,7 +243,7 @@ def test_a_dying_worker_takes_its_script_along(how, tmp_path):
     worker = subprocess.Popen([sys.executable, "-c", (
         "import sys; sys.path.insert(0, sys.argv[1])\n"
         "from hpo.trial import TrialContext\n"
-        "from trainers.script import run_program\n"
+        "from hpo.program import run_program\n"
         "run_program({}, TrialContext({}), program='s.py', cwd=sys.argv[2])\n"
     ), str(root), str(tmp_path)], env={**os.environ, "TMPDIR": str(tmp_path)})
     beat = tmp_path / "beat"

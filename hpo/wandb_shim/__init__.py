@@ -1,6 +1,6 @@
 """A stand-in ``wandb`` package for scripts that hpo runs (``program:`` sweeps).
 
-``trainers.script.run_program`` puts this directory first on the script's ``PYTHONPATH`` so
+``hpo.program.run_program`` puts this directory first on the script's ``PYTHONPATH`` so
 that ``import wandb`` finds :mod:`hpo.wandb_shim.wandb` instead of the real package: when
 ``$HPO_WANDB_SHIM=1`` (or ``trainer_args.wandb_shim: true``), or, by default, when the real
 ``wandb`` is not importable. ``wandb.init()``, ``wandb.config``, ``wandb.log()``,

@@ -1,6 +1,6 @@
 """hpo's offline stand-in for ``wandb``: a W&B training script runs unchanged under hpo.
 
-hpo puts this package first on a trial script's ``PYTHONPATH`` (see ``trainers/script.py``).
+hpo puts this package first on a trial script's ``PYTHONPATH`` (see ``hpo.program``).
 What works, with W&B's semantics:
 
 * ``wandb.init(config=defaults, ...)`` returns a run; ``run.config`` / ``wandb.config`` hold
