@@ -817,31 +817,38 @@ def _check_node_shape(root: yaml.Node, source: str) -> None:
 
 
 def check_program(config: SweepConfig, sweep_file: str | os.PathLike[str] | None = None) -> None:
-    """Refuse a ``program:`` that names a file (``train.py``, ``src/train``) found neither in
-    the working directory nor next to the sweep file: every trial would fail. Bare command
-    names and commands that do not run ``${program}`` are left alone. Call it where the
-    sweep's trials will run, before anything is created."""
+    """Refuse a ``program:`` naming a file (``train.py``, ``src/train``) that the trials will
+    not find: the program runner starts it from the working directory (as ``wandb agent``
+    does), so a relative path must exist there. When the file is next to the sweep file
+    instead, the message says how to run it. Bare command names and commands that do not run
+    ``${program}`` are left alone. Call it where the trials will run, before anything is
+    created."""
     program = config.program
     if not program:
         return
     if config.command is not None and not any("${program}" in c for c in config.command):
         return  # the command does not run the program
-    looks_like_file = "/" in program or Path(program).suffix.lower() in _FILE_SUFFIXES
-    if not looks_like_file:
-        return
+    if "/" not in program and Path(program).suffix.lower() not in _FILE_SUFFIXES:
+        return  # a command name (found on PATH, or the command's business)
+    here = Path.cwd()
     if sweep_file is None and config.source and not config.source.startswith("<"):
         sweep_file = config.source
-    folders = [Path.cwd()] + ([Path(sweep_file).parent] if sweep_file is not None else [])
-    places = [Path(program)] if Path(program).is_absolute() else [f / program for f in folders]
+    beside = Path(sweep_file).parent / program if sweep_file is not None else None
     try:
-        if any(place.is_file() for place in places):
+        if (here / program).is_file():  # an absolute program ignores `here`
             return
+        found_beside = beside is not None and beside.is_file()
     except (OSError, ValueError):  # a name the OS cannot even look up
-        pass
+        found_beside = False
     line = _line_map(config.text, "").get(("program",)) if config.text else None
     source = str(sweep_file or config.source or "<config>")
     where = f"{source}:{line}" if line else source
-    looked = " or ".join(dict.fromkeys(str(p.parent) for p in places))
-    raise ConfigError(f"{where}: program: expected a training script that exists, found "
-                      f"{program!r} (not in {looked}); fix the path (relative to the folder "
-                      "you run hpo from)")
+    if found_beside and beside is not None:
+        folder = beside.parent.resolve()
+        raise ConfigError(
+            f"{where}: program: {program!r} is next to the sweep file, in {folder}, but "
+            f"trials start it from the working directory {here}; run hpo from {folder}, or "
+            f"write program: {os.path.relpath(beside.resolve(), here)}")
+    place = program if Path(program).is_absolute() else f"{program!r} in {here}"
+    raise ConfigError(f"{where}: program: expected a training script that exists, found no "
+                      f"{place}; fix the path (relative to the folder you run hpo from)")

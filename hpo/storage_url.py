@@ -2,6 +2,11 @@
 
 Both the Optuna study storage and the tracking store use the same URL, so everything about
 turning a user's URL into a working SQLAlchemy engine lives here.
+
+Credentials: a password in the URL is never written to the database, a report, a log or the
+terminal (:func:`mask_url`). To keep it out of files too, pass the URL in ``$HPO_STORAGE``
+(``hpo k8s`` fills it from a Kubernetes Secret), or leave the password out of the URL and let
+libpq read it from ``$PGPASSFILE`` / ``~/.pgpass`` (or ``$PGPASSWORD``).
 """
 
 from __future__ import annotations

@@ -256,21 +256,35 @@ def test_missing_program_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.chdir(tmp_path)
     config = program_config(tmp_path, "trian.py")
     with pytest.raises(ConfigError, match=r"p.yaml:5: program: expected a training script that "
-                       r"exists, found 'trian.py' \(not in .* or .*sweeps\)"):
+                       r"exists, found no 'trian.py' in "):
         check_program(config)
     with pytest.raises(ConfigError, match="src/train"):
         check_program(program_config(tmp_path, "src/train"))
-    with pytest.raises(ConfigError, match="/nowhere/train.py"):
+    with pytest.raises(ConfigError, match="found no /nowhere/train.py;"):
         check_program(program_config(tmp_path, "/nowhere/train.py"))
+
+
+def test_program_next_to_the_sweep_file_says_how_to_run_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Trials start the program from the working directory (as wandb agent does)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sweeps").mkdir()
+    (tmp_path / "sweeps" / "there.py").write_text("")
+    with pytest.raises(ConfigError, match=r"'there.py' is next to the sweep file, in "
+                       r".*sweeps, but .* run hpo from .*sweeps, or write program: "
+                       r"sweeps/there.py"):
+        check_program(program_config(tmp_path, "there.py"))
+    monkeypatch.chdir(tmp_path / "sweeps")
+    check_program(program_config(tmp_path, "there.py"))
 
 
 def test_programs_that_will_be_found_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "here.py").write_text("")
-    (tmp_path / "sweeps").mkdir()
-    (tmp_path / "sweeps" / "there.py").write_text("")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "train").write_text("")
     check_program(program_config(tmp_path, "here.py"))  # in the working directory
-    check_program(program_config(tmp_path, "there.py"))  # next to the sweep file
+    check_program(program_config(tmp_path, "src/train"))
     check_program(program_config(tmp_path, str(tmp_path / "here.py")))  # absolute
     check_program(program_config(tmp_path, "mytrain"))  # a bare command name
     check_program(program_config(tmp_path, "gone.py", "command: [bash, run.sh]\n"))  # unused
