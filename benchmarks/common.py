@@ -25,7 +25,7 @@ def postgres_storage() -> Iterator[str]:
     import sqlalchemy as sa
 
     schema = f"hpo_bench_{uuid.uuid4().hex[:8]}"
-    engine = sa.create_engine(PG_URL)
+    engine = sa.create_engine(PG_URL, pool_pre_ping=True)
     with engine.begin() as conn:
         conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
     try:

@@ -104,7 +104,7 @@ class BoundedHistorySampler(BaseSampler):
         self._memo: tuple[Any, list[FrozenTrial] | None] | None = None
 
     def _view(self, study: optuna.Study, trial: FrozenTrial) -> Any:
-        key = (study._study_id, id(study._storage), trial.number)
+        key = (study.study_name, id(study), trial.number)
         if self._memo is None or self._memo[0] != key:
             every = study._get_trials(deepcopy=False, states=None, use_cache=False)
             trials = None

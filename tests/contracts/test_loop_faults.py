@@ -215,3 +215,31 @@ def test_local_sweep_survives_a_postgres_restart(tmp_path, postgres_url):
     counts = check_agreement(postgres_url, "pgrestart")
     assert counted(postgres_url, "pgrestart") == 20, counts
     assert TrackingStore(postgres_url).get_sweep("pgrestart").status == "finished"
+
+
+def faulty(params, ctx):
+    """Trial 0 segfaults, trial 1 calls sys.exit(3), the rest return."""
+    if ctx.number == 0:
+        import ctypes
+
+        ctypes.string_at(0)  # SIGSEGV
+    if ctx.number == 1:
+        sys.exit(3)
+    return {"loss": params["x"]}
+
+
+def test_segfault_and_sys_exit_fail_only_their_trial_with_parallel_1(tmp_path, sqlite_url):
+    """`hpo sweep` with parallel 1 (the CLI's default placement is a worker process): a
+    segfault and a sys.exit(3) each fail their own trial with a reason; the sweep exits 0
+    (before, sys.exit(3) ended the whole sweep with rc 3 and left the trial running)."""
+    path = _sweep_file(tmp_path, sqlite_url, "faulty", parallel=1, max_retries=0,
+                       trainer="tests.contracts.test_loop_faults:faulty",
+                       budget={"trials": 4})
+    proc = _hpo("sweep", str(path), "--no-report")
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err[-3000:]
+    rows = {t.number: t for t in TrackingStore(sqlite_url).trials("faulty")}
+    assert rows[0].state == "failed" and "SIGSEGV" in rows[0].error, rows[0].error
+    assert rows[1].state == "failed" and "SystemExit: 3" in rows[1].error, rows[1].error
+    assert [rows[n].state for n in (2, 3)] == ["complete", "complete"]
+    check_agreement(sqlite_url, "faulty")
