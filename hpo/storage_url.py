@@ -101,17 +101,13 @@ def password_of(url: str | None) -> str | None:
 
 
 def mask_text(text: str, url: str | None = None) -> str:
-    """:func:`mask_url` on ``text``, and the password of ``url`` (a storage URL, given when
-    known) replaced wherever it appears (e.g. inside a quoted value holding spaces). Passwords
-    under 4 characters are only masked inside URLs."""
-    text = mask_url(text)
-    password = password_of(url)
-    if password and len(password) >= 4:
-        from urllib.parse import quote, quote_plus
-
-        for form in dict.fromkeys((password, quote(password, safe=""), quote_plus(password))):
-            text = text.replace(form, MASK)
-    return text
+    """:func:`mask_url` on ``text``, after every verbatim copy of ``url`` (a storage URL, when
+    known) is replaced by its masked form: this also covers a URL no pattern can delimit (a
+    quoted value whose password holds a space). The password written elsewhere as plain text
+    is left alone (``hpo k8s`` refuses such a file)."""
+    if url and password_of(url):
+        text = text.replace(url, mask_url(url))
+    return mask_url(text)
 
 
 def _mask_parsed(url: str) -> str:

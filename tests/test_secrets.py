@@ -66,12 +66,13 @@ def test_mask_url_never_raises_and_stays_fast(garbage: object) -> None:
     assert isinstance(out, str) and time.monotonic() - start < 2
 
 
-def test_mask_text_knows_the_storage_password() -> None:
+def test_mask_text_knows_the_storage_url() -> None:
     url = f"postgresql://u:{SECRET} x@h/db"  # a space: no URL pattern can tell where it ends
-    text = f'storage: "{url}"\nnote: the password is {SECRET} x\n'
+    text = f'storage: "{url}"\nother: "{url}/2"\n'
     assert password_of(url) == f"{SECRET} x"
     out = mask_text(text, url)
-    assert SECRET not in out and out.count("\n") == 2
+    assert SECRET not in out and out.count("\n") == 2 and "u:***@h/db" in out
+    assert mask_text("plain: text\n", None) == "plain: text\n"
     assert password_of("not a url") is None and password_of(None) is None
 
 
@@ -110,7 +111,8 @@ def test_report_config_text_masks_old_records() -> None:
     url = f"postgresql://alice:{SECRET}@db/hpo"
     assert SECRET not in config_text(f"storage: {url}\n", None)
     assert SECRET not in config_text(None, {"storage": url, "method": "tpe"})
-    assert SECRET not in config_text(f'storage: "{url}"\nx: {SECRET}\n', {"storage": url})
+    spaced = f"postgresql://alice:{SECRET} x@db/hpo"
+    assert SECRET not in config_text(f'storage: "{spaced}"\n', {"storage": spaced})
 
 
 def test_a_real_sweep_stores_no_password(tmp_path: Path) -> None:
