@@ -6,7 +6,8 @@ Not a test (it takes minutes and restarts the machine's PostgreSQL). Two scenari
             agent is killed with SIGKILL and a new one started in its place (as a Kubernetes
             Job would), and PostgreSQL is restarted twice.
 ``local``   a local parallel-4 sweep (``hpo sweep``, worker processes) whose coordinator is
-            killed with SIGKILL every few seconds and resumed at once with the same command.
+            killed with SIGKILL every few seconds and resumed at once with the same command,
+            on SQLite and on PostgreSQL (restarted twice there too).
 
 Checked at the end, from the database: the budget is exact (counted trials == budget), no
 trial seen complete during the run was lost or changed, no trial is RUNNING (owner-less or
@@ -166,8 +167,14 @@ def soak_local(url: str, trials: int, rnd: random.Random, tmp: Path) -> dict:
     log = open(tmp / "local.log", "w")  # noqa: SIM115
     watcher = CompleteWatcher(url, name)
     watcher.start()
-    kills, t0 = 0, time.monotonic()
+    kills, restarts, t0 = 0, 0, time.monotonic()
+    restart_at = [trials // 3, 2 * trials // 3] if url.startswith("postgresql") else []
+    cmd = _pg_restart()
     while True:
+        if restart_at and len(watcher.seen) >= restart_at[0] and cmd:
+            restart_at.pop(0)
+            subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+            restarts += 1
         proc = _hpo(["sweep", str(path), "--no-report"], log)
         try:
             rc = proc.wait(timeout=rnd.uniform(2, 5))
@@ -183,8 +190,9 @@ def soak_local(url: str, trials: int, rnd: random.Random, tmp: Path) -> dict:
     time.sleep(1.0)
     watcher.stop.set()
     watcher.join()
-    return _summary("local: parallel 4, coordinator kill -9 + resume", url, name, trials,
-                    watcher, wall, kills=kills, pg_restarts=0, exit_codes=[0])
+    where = "PostgreSQL" if url.startswith("postgresql") else "SQLite"
+    return _summary(f"local: parallel 4, {where}, coordinator kill -9 + resume", url, name,
+                    trials, watcher, wall, kills=kills, pg_restarts=restarts, exit_codes=[0])
 
 
 def _summary(label, url, name, trials, watcher, wall, **extra) -> dict:
@@ -204,8 +212,9 @@ def main() -> None:
     ap.add_argument("--scenario", nargs="+", default=["agents", "local"],
                     choices=["agents", "local"])
     ap.add_argument("--trials", type=int, default=500)
-    ap.add_argument("--local-trials", type=int, default=200)
-    ap.add_argument("--local-storage", default="sqlite", choices=["sqlite", "postgres"])
+    ap.add_argument("--local-trials", type=int, default=500)
+    ap.add_argument("--local-storage", nargs="+", default=["sqlite", "postgres"],
+                    choices=["sqlite", "postgres"])
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     rnd = random.Random(args.seed)
@@ -215,8 +224,8 @@ def main() -> None:
             url = stack.enter_context(postgres_storage())
             rows.append(soak_agents(url, args.trials, rnd, Path(tmp)))
             print(rows[-1], flush=True)
-        if "local" in args.scenario:
-            make = postgres_storage if args.local_storage == "postgres" else sqlite_storage
+        for where in args.local_storage if "local" in args.scenario else []:
+            make = postgres_storage if where == "postgres" else sqlite_storage
             url = stack.enter_context(make())
             rows.append(soak_local(url, args.local_trials, rnd, Path(tmp)))
             print(rows[-1], flush=True)

@@ -163,7 +163,11 @@ class TrialLoop:
                 self.result.stopped_because = "budget spent" if refused == "budget" \
                     else "grid done"
                 return True
-            time.sleep(poll_s)  # others still run trials; one may come back re-queued
+            # workers still starting, or others still run trials (one may come back
+            # re-queued): let the placement hear from its workers meanwhile
+            t0 = time.monotonic()
+            self.placement.poll(poll_s)
+            time.sleep(max(0.0, poll_s - (time.monotonic() - t0)))
             return False
         self._interruptible = True  # Ctrl-C may stop an in-process trainer here
         try:

@@ -83,6 +83,11 @@ class ProcessBackend(Backend):
     def in_flight(self) -> list[TrialJob]:
         return self._queue + [w.job for w in self._workers if w.job is not None]
 
+    def free_slots(self) -> int:
+        """Idle workers that are up (a job is claimed only when one can start it at once)."""
+        idle = sum(1 for w in self._workers if w.ready and w.job is None)
+        return idle - len(self._queue)
+
     def running_since(self, number: int) -> float | None:
         for w in self._workers:
             if w.job is not None and w.job.number == number:
