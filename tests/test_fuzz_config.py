@@ -181,6 +181,8 @@ def _check_valid(config: SweepConfig) -> None:
     if config.method == "grid":
         size = space.grid_size()
         assert 0 <= size <= 1_000_000
+        if size <= 10_000:
+            assert len(space.grid_points()) == size
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(0))
     trial = study.ask()
     params = space.suggest(trial)
