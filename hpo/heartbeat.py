@@ -28,12 +28,17 @@ class LeaseKeeper:
         self._thread.start()
 
     def _beat(self) -> None:
+        from hpo.errors import StorageUnavailable
+
         while not self._stop.wait(self.every_s):
             try:
                 leases.renew(self.store, self.owner)
-            except Exception as exc:  # noqa: BLE001 - the database may be restarting
+            except StorageUnavailable as exc:  # the database is restarting: next beat
                 log.warning("renewing trial leases failed (%s); trying again in %gs",
                             str(exc).splitlines()[0][:200], self.every_s)
+            except Exception as exc:  # noqa: BLE001 - the sweep's tables are gone (deleted)
+                log.debug("trial leases no longer renewable (%s); keeper stops", exc)
+                return
 
     def stop(self) -> None:
         """Stop renewing (this process's trials then expire after their lease)."""

@@ -190,11 +190,9 @@ def _password(url: str | None) -> str | None:
 
 
 def safe_url(url: str) -> str:
-    """The URL with its password hidden, for messages (handles '/' or '@' in a password)."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "<storage URL>"
+    """The URL with its password hidden, for messages (handles '/' or '@' in a password, and
+    ``?password=`` in the query)."""
+    return mask_url(url)
 
 
 # --------------------------------------------------------------------------------- rendering

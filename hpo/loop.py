@@ -9,8 +9,8 @@ run this same loop; only the placement differs. The rules, written once:
    on one sweep (a second ``hpo sweep``, many agents) never exceed it together: a second
    coordinator joins the sweep as one more placement and shares its budget.
 2. **Grid.** A grid sweep claims only while a grid point (or a re-queued one) waits.
-3. **metric.target.** Once the best complete value reaches the target no loop claims again;
-   running trials finish.
+3. **metric.target / hpo stop.** Once the best complete value reaches the target, or
+   ``hpo stop`` set the sweep ``stopping``, no loop claims again; running trials finish.
 4. **budget.minutes.** No claim after that many minutes from the latest ``hpo sweep`` start.
 5. **End.** A loop whose budget or grid is spent waits while any trial of the sweep still
    runs anywhere (a lost one comes back re-queued), then ends; the sweep is marked finished
@@ -93,6 +93,7 @@ class TrialLoop:
         self._timed_out: dict[int, str] = {}
         self._signal = False
         self._interruptible = False
+        self._stop_asked = False
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self) -> LoopResult:
@@ -141,6 +142,7 @@ class TrialLoop:
         the loop is done."""
         if time.monotonic() >= self._next_reap:
             self.result.reaped += len(self.transitions.reap(self.lease_s, self.owner))
+            self._stop_asked = self.store.get_sweep(self.sweep).status == "stopping"
             self._next_reap = time.monotonic() + max(0.2, min(5.0, self.lease_s / 4))
         self._enforce_timeouts()
         refused = None
@@ -184,6 +186,8 @@ class TrialLoop:
         return False
 
     def _final_stop(self, deadline: float) -> str | None:
+        if self._stop_asked:
+            return "stopped (hpo stop)"
         if time.monotonic() >= deadline:
             return "budget.minutes spent"
         if self.max_trials is not None and self.result.trials_run + len(self._open) >= \

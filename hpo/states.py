@@ -11,6 +11,10 @@ Trial states (a ``str`` enum, so ``TrialState.COMPLETE == "complete"``):
   queued again and a resumed sweep runs them first.
 
 A finished state (all but ``running``) never changes again.
+
+Sweep statuses: ``running``; ``stopping`` (``hpo stop`` asked every loop to end: they claim
+nothing more, let running trials finish, and exit); ``finished`` (budget spent, grid done,
+target reached or stopped, and nothing running); ``interrupted``; ``failed``.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ class TrialState(StrEnum):
 
 class SweepStatus(StrEnum):
     RUNNING = "running"
+    STOPPING = "stopping"  # `hpo stop`: loops claim nothing more and end
     FINISHED = "finished"
     INTERRUPTED = "interrupted"
     FAILED = "failed"

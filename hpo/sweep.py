@@ -17,14 +17,14 @@ from typing import Any
 
 from hpo import study as studies
 from hpo.backends import Backend, make_backend
-from hpo.config import SweepConfig, load_config, parse_config
+from hpo.config import SweepConfig, check_program, load_config, parse_config
 from hpo.errors import ConfigError
 from hpo.execute import RunnerSpec
 from hpo.lifecycle import atomic
 from hpo.loop import TrialLoop, sweep_status_at_end
 from hpo.outage import retry_storage
 from hpo.progress import SweepProgress
-from hpo.space import SearchSpace
+from hpo.space import MAX_GRID, SearchSpace
 from hpo.storage_url import mask_url, resolve_url
 from hpo.strategy import describe
 from hpo.trainer_ref import PYTHON_TRAINER, resolve
@@ -85,17 +85,16 @@ def run_sweep(
     if unknown:
         raise ConfigError(f"run_sweep(): unknown override(s) {sorted(unknown)}; use {_OVERRIDES}")
     config = _as_config(config_or_path, objective)
-    minutes = overrides.pop("minutes", None)
+    # every override is validated by the config before anything is created
     config = config.with_overrides(**{k: v for k, v in overrides.items() if k != "name"})
-    if minutes is not None:
-        budget = config.budget.model_copy(update={"minutes": minutes})
-        config = config.model_copy(update={"budget": budget})
     name = studies.sweep_name(config, overrides.get("name"))
     url = resolve_url(config.storage)
     resolve(config, objective)  # fail on a bad trainer reference before anything runs
+    if objective is None and config.backend != "agents":
+        check_program(config)  # a program the trials will not find fails here, not N times
     space = SearchSpace.from_config(config.parameters)
-    if config.method == "grid":
-        space.grid_points()  # refuses an infinite grid before anything runs
+    if config.method == "grid" and (not space.is_finite() or space.grid_size() > MAX_GRID):
+        space.grid_points()  # raises the clear error (before building anything)
     coordinator = Coordinator(config, name, url, space, objective, ray_address=ray_address)
     if config.backend == "agents":  # create the sweep; `hpo agent` processes run it
         return coordinator.prepare_for_agents()
@@ -206,8 +205,17 @@ class Coordinator:
         backend = self._backend()
         loop = TrialLoop(self.study, self.tracking, self.name, self.config, self.space, backend,
                          on_progress=update)
+        mirror = None
+        if self.config.mlflow is not None:  # MLflow follows the database (hpo.mlflow_sync)
+            from hpo.mlflow_sync import start_mirror
+
+            mirror = start_mirror(self.url, self.name, self.config.mlflow)
         try:
             outcome = loop.run()
+        except BaseException:
+            if mirror is not None:
+                mirror.stop(timeout_s=10)
+            raise
         finally:
             bar.close()
         self.trials_run = outcome.trials_run
@@ -215,6 +223,8 @@ class Coordinator:
         self._keep_best_artifact()
         result = self._result(time.monotonic() - started, outcome.interrupted)
         result.extra["stopped_because"] = outcome.stopped_because
+        if mirror is not None:
+            result.extra["mlflow"] = mirror.stop().as_dict()
         return result
 
     def _best(self) -> float | None:

@@ -165,9 +165,7 @@ def test_hpo_storage_env_is_the_default(monkeypatch: pytest.MonkeyPatch, tmp_pat
 @pytest.mark.parametrize("url", [
     f"postgresql://:{SECRET}@db/hpo",
     f"postgresql://u:{SECRET}/x@db/h",
-    pytest.param(f"postgresql://u@db/hpo?password={SECRET}", marks=pytest.mark.xfail(
-        strict=True, reason="hpo/k8s.py safe_url() renders ?password= in its note; it should "
-        "call hpo.storage_url.mask_url")),
+    f"postgresql://u@db/hpo?password={SECRET}",
 ])
 def test_k8s_reads_the_url_from_a_secret(tmp_path: Path, url: str) -> None:
     """``hpo k8s``: pods get HPO_STORAGE from the Secret; no manifest or note carries the

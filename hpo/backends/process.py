@@ -60,8 +60,12 @@ class ProcessBackend(Backend):
     name = "local"
 
     def __init__(self, spec: RunnerSpec, parallel: int) -> None:
+        from hpo.backends.main_guard import check_main_guard
+
+        check_main_guard()  # a script without `if __name__ == "__main__":` fails here
         self.spec = spec
         self.capacity = parallel
+        self._startup_deaths = 0
         self._ctx = mp.get_context("spawn")
         self._workers: list[_Worker] = [_Worker(self._ctx, spec) for _ in range(parallel)]
         self._queue: list[TrialJob] = []
@@ -127,6 +131,14 @@ class ProcessBackend(Backend):
     def _replace(self, w: _Worker, done: list[JobDone]) -> None:
         w.proc.join(timeout=1)
         code = w.proc.exitcode
+        if not w.ready:  # it died before it could run anything
+            self._startup_deaths += 1
+            if self._startup_deaths >= 3:
+                self.stop()
+                raise BackendError(
+                    f"Local worker processes exit while starting (exit code {code}), three in "
+                    "a row. Their error is printed above. If you call hpo.run_sweep from a "
+                    "script, put the call under `if __name__ == \"__main__\":`.")
         if w.job is not None:
             how = (
                 f"killed by signal {signal.Signals(-code).name}"

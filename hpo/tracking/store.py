@@ -177,6 +177,19 @@ class TrackingStore(TrackingQueries, Database):
 
         self._run(f"end sweep {name!r}", op)
 
+    def request_stop(self, name: str) -> bool:
+        """Ask every loop of a running sweep to stop (``hpo stop``): status ``stopping``.
+        False when the sweep was not running."""
+
+        def op(conn: Connection) -> bool:
+            sweep_id = self._sweep_id(conn, name)
+            return conn.execute(
+                sa.update(S).where(S.c.id == sweep_id, S.c.status == "running")
+                .values(status="stopping")
+            ).rowcount == 1
+
+        return self._run(f"stop sweep {name!r}", op)
+
     def start_trial(
         self,
         sweep: str,
