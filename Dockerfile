@@ -7,7 +7,7 @@
 #   docker build -t hpo:cuda \
 #     --build-arg BASE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04 \
 #     --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 \
-#     --build-arg HPO_EXTRAS= .
+#     --build-arg HPO_EXTRAS=ray,trainers .
 # Keep TORCH_INDEX_URL's CUDA version (cu128) at or below the base image's CUDA (12.8) and the
 # nodes' driver, and TORCH_VERSION one that index has. The CUDA base has no Python: Ubuntu
 # 24.04's python3 (3.12) is installed into it.
@@ -35,7 +35,7 @@ RUN set -eux; \
 FROM base AS builder
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 ARG TORCH_VERSION=2.13.0
-ARG HPO_EXTRAS=cpu
+ARG HPO_EXTRAS=cpu,ray,trainers
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
@@ -49,17 +49,16 @@ WORKDIR /src
 # installed (2.13.0+cpu satisfies torch==2.13.0), so pip keeps it.
 COPY pyproject.toml README.md ./
 RUN --mount=type=cache,target=/root/.cache/pip \
-    mkdir -p hpo trainers examples \
-    && touch hpo/__init__.py trainers/__init__.py examples/__init__.py \
+    mkdir -p hpo trainers \
+    && touch hpo/__init__.py trainers/__init__.py \
     && pip install ".${HPO_EXTRAS:+[$HPO_EXTRAS]}" \
     && pip uninstall -y hpo \
-    && rm -rf hpo trainers examples build ./*.egg-info
+    && rm -rf hpo trainers build ./*.egg-info
 COPY hpo ./hpo
 COPY trainers ./trainers
-COPY examples ./examples
 RUN --mount=type=cache,target=/root/.cache/pip \
     pip install --no-deps . \
-    && cd / && python -c "import hpo, trainers, examples, torch; print('torch', torch.__version__)" \
+    && cd / && python -c "import hpo, trainers, torch; print('torch', torch.__version__)" \
     && hpo --help >/dev/null
 
 # ------------------------------------------------------------------------------- runtime
@@ -79,7 +78,9 @@ ENV PATH=/opt/venv/bin:$PATH \
     HOME=/home/hpo \
     HF_HOME=/home/hpo/.cache/huggingface
 # Trainers write artifacts/ here; mount a volume on /home/hpo/work/artifacts to keep them.
+# The demo objectives (examples/, not an installed package) are importable from here.
 WORKDIR /home/hpo/work
+COPY examples ./examples
 USER 1000:1000
 LABEL org.opencontainers.image.title="hpo" \
       org.opencontainers.image.description="hpo agents and sweeps (hyperparameter optimization)" \

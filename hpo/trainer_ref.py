@@ -18,6 +18,7 @@ BUILTIN = {
     "lora": "trainers.lora:train",
     "full": "trainers.full:train",
 }
+_TRAINER_DEPS = ("torch", "transformers", "peft", "datasets", "accelerate")
 PYTHON_TRAINER = "python"  # the sweep's trainer is the callable passed to run_sweep(objective=)
 
 
@@ -35,6 +36,11 @@ def import_ref(ref: str) -> Trainer:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
+        if module_name.startswith("trainers.") and getattr(exc, "name", "") in _TRAINER_DEPS:
+            raise TrainerError(
+                f"trainer {ref!r} needs {exc.name}, which is not installed: "
+                "pip install 'hpo[trainers]' (GPU machines: install your CUDA torch first)."
+            ) from None
         raise TrainerError(
             f"trainer {ref!r}: cannot import module {module_name!r} ({exc}). Is it installed "
             "or on PYTHONPATH (the sweep's working directory is on it)?"
