@@ -220,6 +220,10 @@ class TrialLoop:
                 self.result.trials_run += 1
                 state = done.outcome.state
                 self.result.states[state] = self.result.states.get(state, 0) + 1
+                if state == FAILED:  # shown live, not only in the report
+                    lines = [ln for ln in (done.outcome.error or "").splitlines() if ln.strip()]
+                    log.warning("trial %s of %s failed: %s", job.number, self.sweep,
+                                (lines[0] if lines else "no reason given")[:300])
             return
         timed_out = self._timed_out.pop(job.number, None)
         reason = timed_out or f"worker lost: {done.lost}"

@@ -242,4 +242,5 @@ def test_segfault_and_sys_exit_fail_only_their_trial_with_parallel_1(tmp_path, s
     assert rows[0].state == "failed" and "SIGSEGV" in rows[0].error, rows[0].error
     assert rows[1].state == "failed" and "SystemExit: 3" in rows[1].error, rows[1].error
     assert [rows[n].state for n in (2, 3)] == ["complete", "complete"]
+    assert "trial 1 of faulty failed: SystemExit: 3" in err  # shown live, one line
     check_agreement(sqlite_url, "faulty")
