@@ -375,3 +375,18 @@ def test_report_escapes_html_and_sql_takes_bound_parameters(tmp_path: Path) -> N
     html = build_report(name, storage=url, path=tmp_path / "r.html").read_text("utf-8")
     assert evil not in html and "<img src=x" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html or "\\u003cscript" in html
+
+
+def test_run_sweep_refuses_bad_overrides_before_creating_anything(tmp_path):
+    """The Python API validates minutes/trials/timeout through the config, like the CLI:
+    nothing is created (before, minutes=-1 left a sweep marked running)."""
+    import hpo
+    from hpo.errors import ConfigError
+
+    db = tmp_path / "hpo.db"
+    cfg = {"name": "api", "method": "random", "metric": {"name": "loss"},
+           "parameters": {"x": {"min": 0.0, "max": 1.0}}, "storage": f"sqlite:///{db}"}
+    for bad in ({"minutes": -1}, {"trials": 0}, {"timeout": -5}):
+        with pytest.raises(ConfigError):
+            hpo.run_sweep(cfg, objective=lambda p, ctx: p["x"], **bad)
+    assert not db.exists()
