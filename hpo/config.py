@@ -34,7 +34,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from hpo.errors import ConfigError
@@ -361,12 +368,28 @@ class Budget(BaseModel):
 
 
 class Resources(BaseModel):
-    """Per-trial resources; fractional GPUs allowed."""
+    """Per-trial resources; fractional GPUs allowed, or ``gpu: auto`` (packed by measured
+    memory: hpo.backends.gpu_packing)."""
 
     model_config = ConfigDict(extra="forbid")
 
     cpu: float = Field(1, gt=0, allow_inf_nan=False)
-    gpu: float = Field(0, ge=0, allow_inf_nan=False)
+    gpu: float | Literal["auto"] = 0
+
+    @field_validator("gpu", mode="before")
+    @classmethod
+    def _gpu_amount(cls, value: Any) -> Any:
+        """A number of GPUs >= 0, or ``auto``."""
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        try:
+            amount = float(value)
+        except (TypeError, ValueError, OverflowError):
+            amount = math.nan
+        if not math.isfinite(amount) or amount < 0:
+            raise _fail((), "a number of GPUs greater than or equal to 0 (0.25, 1, 2) or auto "
+                        "(packed by measured memory)", value)
+        return amount
 
 
 class SweepConfig(BaseModel):

@@ -20,6 +20,7 @@ from typing import Any
 
 import optuna
 
+from hpo import gpu_memory
 from hpo.config import SweepConfig, parse_config
 from hpo.errors import TrialPruned
 from hpo.heartbeat import keep_leases
@@ -96,6 +97,7 @@ class TrialRunner:
             sweep=self.spec.study, device=device,
             artifact_dir=self.spec.artifact_dir,
         )
+        gpu_memory.reset()
         start = time.perf_counter()
         error = None
         metrics: dict[str, float] = {}
@@ -114,6 +116,7 @@ class TrialRunner:
             state, value = FAILED, None
             error = f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc(limit=20)}"
         duration = time.perf_counter() - start
+        gpu_memory.record(ctx, release=cfg.resources.gpu == "auto")
         outcome = TrialOutcome(job.number, state, value, metrics, error, duration, self.worker)
         kept = self.transitions.finish(job, outcome, self.owner)
         return outcome if kept else replace(outcome, kept=False)

@@ -1,5 +1,7 @@
 """Where trials run. A backend places TrialJobs and hands back what finished (or was lost)."""
 
+import logging
+
 from hpo.backends.base import Backend, JobDone
 
 __all__ = ["Backend", "JobDone", "make_backend"]
@@ -11,6 +13,12 @@ def make_backend(kind: str, spec, *, parallel: int, resources=None, ray_address=
 
     if kind == "local":  # worker processes, even for one: a crash or exit fails one trial
         from hpo.backends.process import ProcessBackend
+
+        if getattr(resources, "gpu", None) == "auto":
+            logging.getLogger("hpo.backends").warning(
+                "resources.gpu: auto packs trials by memory on the Ray backend only "
+                "(--backend ray); the local backend runs its %d worker(s) on the visible "
+                "GPUs without packing.", max(1, parallel))
 
         return ProcessBackend(spec, max(1, parallel))
     if kind == "ray":
