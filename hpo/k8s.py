@@ -94,8 +94,11 @@ def cpu_quantity(cpu: float) -> str:
     return f"{max(1, math.ceil(cpu * 1000))}m"
 
 
-def gpu_count(gpu: float, source: str = "sweep") -> int:
-    """Whole GPUs for ``nvidia.com/gpu``; a fractional request is refused with what to do."""
+def gpu_count(gpu: float | str, source: str = "sweep") -> int:
+    """Whole GPUs for ``nvidia.com/gpu``; a fractional request is refused with what to do.
+    ``auto`` (memory packing, a Ray-backend feature) means one whole GPU per agent here."""
+    if isinstance(gpu, str):
+        return 1  # each agent pod runs one trial at a time on its own GPU
     if not float(gpu).is_integer():
         raise ConfigError(
             f"{source}: resources.gpu: {gpu:g} GPUs cannot run as a Kubernetes agent: Kubernetes "

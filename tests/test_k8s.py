@@ -432,3 +432,9 @@ def test_dockerfile_shape():
         for src in sources.split():
             assert (REPO / src).exists(), src
             assert src in allowed, f"{src} is excluded by .dockerignore"
+
+
+def test_gpu_auto_means_one_whole_gpu_per_agent():
+    from hpo.k8s import gpu_count
+
+    assert gpu_count("auto") == 1 and gpu_count(2) == 2
