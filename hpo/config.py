@@ -2,7 +2,7 @@
 
 A sweep file is a Weights & Biases sweep file, accepted unchanged, plus hpo's own keys
 (``trainer``, ``trainer_args``, ``resources``, ``parallel``, ``backend``, ``storage``, ``seed``,
-``budget``, ``max_retries``; methods ``tpe|gp|cmaes|qmc``; early_terminate types
+``budget``, ``max_retries``, ``mlflow``; methods ``tpe|gp|cmaes|qmc``; early_terminate types
 ``asha|median|none``). W&B semantics followed here (from W&B's sweep docs and the
 ``wandb/sweeps`` JSON schema):
 
@@ -392,6 +392,32 @@ class Resources(BaseModel):
         return amount
 
 
+# ``register`` is also ABCMeta.register (a method of BaseModel's metaclass, not reachable from
+# instances): pydantic's warning about the name is moot here.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
+
+    class MlflowSpec(BaseModel):
+        """``mlflow:``: mirror the sweep into an MLflow tracking server (hpo.mlflow_sync). A
+        plain string is the tracking URI."""
+
+        model_config = ConfigDict(extra="forbid")
+
+        tracking_uri: str = Field(min_length=1)
+        experiment: str | None = Field(None, min_length=1)
+        register: str | None = Field(None, min_length=1)
+
+        @model_validator(mode="before")
+        @classmethod
+        def _uri_only(cls, data: Any) -> Any:
+            if isinstance(data, str):
+                return {"tracking_uri": data.strip()}
+            if not isinstance(data, Mapping | MlflowSpec):
+                raise _fail((), "a tracking URI, or a mapping with tracking_uri (and optionally "
+                            "experiment, register)", data)
+            return data
+
+
 class SweepConfig(BaseModel):
     """A validated sweep: W&B sweep keys plus hpo's extensions."""
 
@@ -415,6 +441,7 @@ class SweepConfig(BaseModel):
     name: str | None = None
     max_retries: int = Field(1, ge=0)
     timeout: float | None = Field(None, gt=0, allow_inf_nan=False)
+    mlflow: MlflowSpec | None = None
     source: str | None = None
     text: str | None = None
 
@@ -482,11 +509,14 @@ class SweepConfig(BaseModel):
                 continue
             if key in ("trials", "minutes"):
                 data.setdefault("budget", {})[key] = value
+            elif key == "mlflow" and isinstance(value, str):  # --mlflow URI: keep the rest
+                data["mlflow"] = {**data.get("mlflow", {}), "tracking_uri": value}
             elif key in _TOP_KEYS:
                 data[key] = value
             else:
                 raise ConfigError(f"unknown override {key!r}" + _hint(key, ("trials", *_TOP_KEYS)))
-            given.append(f"{key}={mask_url(repr(value)) if key == 'storage' else repr(value)}")
+            shown = mask_url(repr(value)) if key in ("storage", "mlflow") else repr(value)
+            given.append(f"{key}={shown}")
         try:
             config = parse_config(data, source=self.source or "<overrides>")
         except ConfigError as exc:
@@ -526,6 +556,10 @@ class SweepConfig(BaseModel):
         out["max_retries"] = self.max_retries
         if self.timeout is not None:
             out["timeout"] = self.timeout
+        if self.mlflow is not None:
+            out["mlflow"] = self.mlflow.model_dump(exclude_none=True)
+            if masked:
+                out["mlflow"]["tracking_uri"] = mask_url(self.mlflow.tracking_uri)
         return out
 
 
@@ -576,7 +610,7 @@ def _check_grid(parameters: Mapping[str, ParamSpec]) -> None:
 _TOP_KEYS = tuple(k for k in SweepConfig.model_fields if k not in ("source", "text"))
 _NESTED_MODELS: dict[str, type[BaseModel]] = {
     "metric": MetricSpec, "early_terminate": EarlyTerminate, "budget": Budget,
-    "resources": Resources,
+    "resources": Resources, "mlflow": MlflowSpec,
 }
 
 

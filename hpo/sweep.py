@@ -202,15 +202,15 @@ class Coordinator:
                 bar.update(self.tracking.counts(self.name), self._best())
 
         update()
-        backend = self._backend()
-        loop = TrialLoop(self.study, self.tracking, self.name, self.config, self.space, backend,
-                         on_progress=update)
         mirror = None
         if self.config.mlflow is not None:  # MLflow follows the database (hpo.mlflow_sync)
             from hpo.mlflow_sync import start_mirror
 
             mirror = start_mirror(self.url, self.name, self.config.mlflow)
         try:
+            backend = self._backend()
+            loop = TrialLoop(self.study, self.tracking, self.name, self.config, self.space,
+                             backend, on_progress=update)
             outcome = loop.run()
         except BaseException:
             if mirror is not None:
