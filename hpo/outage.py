@@ -32,11 +32,13 @@ def retry_storage(fn: Any, what: str, *, total_s: float = 120.0) -> Any:
         try:
             return fn()
         except Exception as exc:
-            if not is_storage_outage(exc) or time.monotonic() + delay > deadline:
+            remaining = deadline - time.monotonic()
+            if not is_storage_outage(exc) or remaining <= 0:
                 raise
+            wait = min(delay, remaining)
             logging.getLogger("hpo").warning(
                 "%s: storage unavailable (%s); retrying in %.1fs", what,
-                str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__, delay,
+                str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__, wait,
             )
-            time.sleep(delay)
+            time.sleep(wait)
             delay = min(delay * 2, 8.0)
