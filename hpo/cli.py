@@ -10,13 +10,17 @@ import signal
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from hpo.errors import HpoError, StorageError
+
+if TYPE_CHECKING:
+    from hpo.config import SweepConfig
+    from hpo.space import SearchSpace
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -92,7 +96,8 @@ def sweep(
                                                        help="Join this Ray cluster.")] = None,
     trials: Annotated[int | None, typer.Option(help="Trial budget.")] = None,
     parallel: Annotated[int | None, typer.Option(help="Concurrent trials.")] = None,
-    name: Annotated[str | None, typer.Option(help="Sweep name (default: file stem).")] = None,
+    name: Annotated[str | None, typer.Option(help="Sweep name (default: the file's name:, "
+                                             "else project:, else its stem + a hash).")] = None,
     seed: Annotated[int | None, typer.Option(help="Sampler seed.")] = None,
     minutes: Annotated[float | None, typer.Option(help="Time budget in minutes.")] = None,
     trial_timeout: Annotated[float | None, typer.Option(
@@ -104,6 +109,9 @@ def sweep(
         "--mlflow", metavar="TRACKING_URI",
         help="Log the sweep live to this MLflow tracking server (sets mlflow.tracking_uri; "
              "needs the mlflow extra).")] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Validate the file and print the plan (space size, sampler, pruner, "
+        "budget, the first trial); run nothing and leave the storage untouched.")] = False,
 ) -> None:
     """Run (or resume) a sweep."""
     from hpo.config import check_program, load_config
@@ -116,12 +124,15 @@ def sweep(
         config.with_overrides(name=name)
     if config.backend != "agents":  # agents run the program on their own machines
         check_program(config, sweep_file)
+    if dry_run:
+        _print_plan(config, name)
+        return
     extra = {} if trial_timeout is None else {"timeout": trial_timeout}
     from hpo.sweep import run_sweep
 
     result = run_sweep(
         config, progress=True, report=False if no_report else (output or True),
-        ray_address=ray_address, name=name, **extra,
+        ray_address=ray_address, name=_announce_name(config, name), **extra,
     )
     counts = ", ".join(f"{v} {k}" for k, v in result.counts.items() if v)
     out.print(f"sweep [bold]{result.name}[/] ({result.storage}): {counts or 'no trials'} "
@@ -140,6 +151,117 @@ def sweep(
     if result.interrupted:
         err.print("interrupted: finished trials are kept; run the same command to resume.")
         raise typer.Exit(130)
+
+
+def _announce_name(config: SweepConfig, name: str | None) -> str:
+    """The sweep's name (hpo.study.sweep_name); printed, with where it came from, when the
+    file does not set one."""
+    from hpo.study import sweep_name
+
+    resolved = sweep_name(config, name)
+    source = config.source or ""
+    if name is None and not config.name and source and not source.startswith("<"):
+        stem = Path(source).stem
+        if resolved == stem:
+            why = "the file's stem: a sweep of that name exists in this storage and resumes"
+        elif resolved.startswith(f"{stem}-"):
+            why = ("the file's stem + a hash of its method, metric and parameters; set name: "
+                   "in the file or pass --name to choose one")
+        else:
+            why = "the file's project:"
+        err.print(f"sweep name: {resolved} ({why})", highlight=False, markup=False,
+                  soft_wrap=True)
+    return resolved
+
+
+def _first_trial(config: SweepConfig, space: SearchSpace) -> dict[str, Any]:
+    """The params of a first trial, sampled in memory: the grid's first point, else a random
+    draw (seeded with the sweep's seed)."""
+    import optuna
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=config.seed))
+    if config.method == "grid":
+        points = space.grid_points()
+        if points:
+            study.enqueue_trial(points[0])
+    return space.suggest(study.ask())
+
+
+def _plan(config: SweepConfig, name: str | None) -> list[tuple[str, str]]:
+    """What `hpo sweep FILE` would do, as (label, text) lines; reads nothing from the storage
+    but whether a sweep of the file's stem exists there (hpo.study.sweep_name)."""
+    import shlex
+
+    from hpo.space import SearchSpace, size_text
+    from hpo.storage_url import mask_url, resolve_url
+    from hpo.strategy import describe
+    from hpo.study import sweep_name
+    from hpo.trainer_ref import resolve
+
+    runs = bool(config.trainer or config.program)
+    if runs:
+        resolve(config)  # a bad trainer reference or runner option fails here
+    space = SearchSpace.from_config(config.parameters)
+    if config.method == "grid":
+        space.grid_points()  # an infinite or too large grid fails here
+    info = describe(config)
+    lines = [("sweep", sweep_name(config, name)),
+             ("storage", f"{mask_url(resolve_url(config.storage))} (not opened)")]
+    names = ", ".join(space.names) or "none"
+    if space.is_finite():
+        size = f"{size_text(space.grid_size())} combinations"
+    else:
+        size = "continuous (no finite grid)"
+    lines.append(("space", f"{len(space.names)} parameters ({names}); {size}"))
+    metric = getattr(config, "metric", None)
+    if metric is not None:
+        lines.append(("objective", f"{metric.name} ({metric.goal})"))
+    lines += [("method", str(config.method)), ("sampler", str(info["sampler"])),
+              ("pruner", f"{info['pruner']} (early_terminate: {info['early_terminate']})")]
+    budget = []
+    trials = config.trial_budget()
+    if trials is not None:
+        budget.append(f"{trials:,} trials")
+    elif config.method == "grid" and space.is_finite():
+        budget.append(f"{size_text(space.grid_size())} trials (the grid)")
+    if config.budget.minutes is not None:
+        budget.append(f"{config.budget.minutes:g} minutes")
+    lines.append(("budget", ", ".join(budget) or "unlimited (until Ctrl-C or hpo stop)"))
+    lines.append(("parallel", f"{config.parallel} on backend {config.backend}"
+                  + (f"; per trial cpu {config.resources.cpu:g}, gpu {config.resources.gpu}"
+                     if config.backend == "ray" or config.resources.gpu else "")))
+    if config.timeout is not None:
+        lines.append(("trial timeout", f"{config.timeout:g} s"))
+    params = _first_trial(config, space)
+    how = ("the grid's first point" if config.method == "grid"
+           else "a random draw here; the sweep's sampler picks its own")
+    lines.append(("first trial", f"{json.dumps(params, default=str)} ({how})"))
+    if config.program:
+        from hpo.program.command import build_argv, parse_options
+
+        options = parse_options(config.trainer_args)
+        try:
+            argv = build_argv(config.command, program=config.program, params=params,
+                              json_file="TRIAL_DIR/params.json", nested_args=options.nested_args,
+                              environ={**os.environ, **options.env})
+            lines.append(("command", shlex.join(argv)))
+        except HpoError as exc:
+            lines.append(("command", f"cannot be built here: {exc}"))
+    elif config.trainer:
+        lines.append(("trainer", str(config.trainer)))
+    else:
+        lines.append(("trainer", "none: run it with hpo.run_sweep(config, objective=fn), or "
+                      "set program: or trainer:"))
+    return lines
+
+
+def _print_plan(config: SweepConfig, name: str | None) -> None:
+    """`hpo sweep --dry-run`: the plan, one line per item; nothing runs, nothing is written."""
+    lines = _plan(config, name)
+    width = max(len(label) for label, _ in lines)
+    for label, text in lines:
+        print(f"{label:<{width}}  {text}")
+    print("dry run: nothing was run or written.")
 
 
 @app.command()
@@ -169,21 +291,49 @@ def agent(
               f"stopped: {res.stopped_because}")
 
 
+_STATE_COLUMNS = ("complete", "pruned", "failed", "running", "interrupted")
+
+
 @app.command()
-def status(storage: StorageOpt = None) -> None:
-    """List sweeps with trial counts by state."""
+def status(
+    storage: StorageOpt = None,
+    format: Annotated[Fmt, typer.Option("--format")] = Fmt.table,
+) -> None:
+    """List sweeps with trial counts by state (table, csv or json)."""
     from hpo.tracking import TrackingStore
+    from hpo.tracking.records import iso, jsonable
 
     store = TrackingStore(_existing_storage(storage))
-    table = Table("sweep", "status", "method", "objective", "complete", "pruned", "failed",
-                  "running", "interrupted", "best")
+    rows = []
     for s in store.list_sweeps():
         c = store.counts(s.name)
         best = store.best(s.name)
-        table.add_row(s.name, s.status, s.method, f"{s.objective} ({s.goal})",
-                      *(str(c.get(k, 0)) for k in ("complete", "pruned", "failed", "running",
-                                                  "interrupted")),
-                      "-" if best is None else f"{best.value:.6g}")
+        rows.append({
+            "name": s.name, "status": s.status, "method": s.method, "objective": s.objective,
+            "goal": s.goal, "pruner": s.pruner, "trials": sum(c.values()), "counts": c,
+            "best_value": None if best is None else jsonable(best.value),
+            "best_number": None if best is None else best.number,
+            "started": iso(s.started), "ended": iso(s.ended),
+        })
+    if format is Fmt.json:
+        print(json.dumps(rows))
+        return
+    if format is Fmt.csv:
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        keys = ["name", "status", "method", "objective", "goal", "trials"]
+        writer.writerow(keys + list(_STATE_COLUMNS)
+                        + ["best_value", "best_number", "started", "ended"])
+        for r in rows:
+            writer.writerow([r[k] for k in keys] + [r["counts"].get(k, 0) for k in _STATE_COLUMNS]
+                            + [r[k] for k in ("best_value", "best_number", "started", "ended")])
+        sys.stdout.write(buf.getvalue())
+        return
+    table = Table("sweep", "status", "method", "objective", *_STATE_COLUMNS, "best")
+    for r in rows:
+        table.add_row(r["name"], r["status"], r["method"], f"{r['objective']} ({r['goal']})",
+                      *(str(r["counts"].get(k, 0)) for k in _STATE_COLUMNS),
+                      "-" if r["best_value"] is None else f"{r['best_value']:.6g}")
     out.print(table)
 
 
@@ -226,9 +376,16 @@ def trials(
     if bad:
         raise typer.BadParameter(f"{bad[0]!r} is not a trial state; use one of "
                                  f"{', '.join(TRIAL_STATES)}.", param_hint="'--state'")
+    from hpo.reporting.metrics import final_metrics, metric_names
+    from hpo.tracking.records import jsonable
+
     store = TrackingStore(_existing_storage(storage))
-    store.get_sweep(name)
-    rows = [r.to_json() for r in store.trials(name, states=state)]
+    objective = store.get_sweep(name).objective
+    records = store.trials(name, states=state)
+    history = store.metrics(name, None if state is None else [r.number for r in records])
+    finals = final_metrics(records, history)
+    # `metrics`: the final value of every metric the trial reported (see final_metrics)
+    rows = [{**r.to_json(), "metrics": jsonable(finals.get(r.number, {}))} for r in records]
     if format is Fmt.json:
         print(json.dumps(rows))
         return
@@ -236,19 +393,22 @@ def trials(
     if format is Fmt.csv:
         buf = io.StringIO()
         writer = csv.writer(buf)
-        writer.writerow(keys + ["started", "ended", "error"])
+        writer.writerow(keys + ["started", "ended", "error", "metrics"])
         for r in rows:
             writer.writerow([json.dumps(r[k]) if k == "params" else r.get(k) for k in keys]
-                            + [r.get("started"), r.get("ended"), (r.get("error") or "")[:200]])
+                            + [r.get("started"), r.get("ended"), (r.get("error") or "")[:200],
+                               json.dumps(r["metrics"])])
         sys.stdout.write(buf.getvalue())
         return
     from hpo.space import SearchSpace
 
     flat = [SearchSpace.flatten(r.get("params") or {}) for r in rows]
     pkeys = sorted({k for f in flat for k in f})
-    table = Table("#", "state", "value", "steps", "secs", "worker", *pkeys)
+    mkeys = [m for m in metric_names(finals, objective) if m != objective]
+    table = Table("#", "state", "value", *mkeys, "steps", "secs", "worker", *pkeys)
     for r, f in zip(rows, flat, strict=True):
-        table.add_row(str(r["number"]), r["state"], _fmt(r.get("value")), _fmt(r.get("steps")),
+        table.add_row(str(r["number"]), r["state"], _fmt(r.get("value")),
+                      *(_fmt(r["metrics"].get(m)) for m in mkeys), _fmt(r.get("steps")),
                       _fmt(r.get("duration_s")), str(r.get("worker") or ""),
                       *(_fmt(f.get(k)) for k in pkeys))
     out.print(table)
@@ -359,6 +519,208 @@ def k8s(
         err.print(f"note: {note}", highlight=False, markup=False)
 
 
+def _numbers_text(numbers: set[int]) -> str:
+    """``0-9, 12, 14-15`` for a set of trial numbers (none: "none")."""
+    ordered = sorted(numbers)
+    parts: list[str] = []
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        parts.append(str(ordered[i]) if i == j else f"{ordered[i]}-{ordered[j]}")
+        i = j + 1
+    return ", ".join(parts) or "none"
+
+
+@app.command()
+def metrics(
+    name: str,
+    trial: Annotated[list[int] | None, typer.Option(
+        "--trial", help="Only this trial number (repeat for more).")] = None,
+    metric: Annotated[list[str] | None, typer.Option(
+        "--metric", help="Only this metric (repeat for more).")] = None,
+    storage: StorageOpt = None,
+    format: Annotated[Fmt, typer.Option("--format")] = Fmt.csv,
+) -> None:
+    """Print per-step metric histories: trial, step, metric, value, logged_at (csv, json or
+    table)."""
+    from hpo.reporting.metrics import history_rows
+    from hpo.tracking import TrackingStore
+
+    store = TrackingStore(_existing_storage(storage))
+    store.get_sweep(name)
+    if trial:
+        known = {r.number for r in store.trials(name)}
+        missing = sorted(set(trial) - known)
+        if missing:
+            raise HpoError(f"sweep {name!r} has no trial {missing[0]} (its trials: "
+                           f"{_numbers_text(known)}); check --trial")
+    history = store.metrics(name, trial or None)
+    rows = history_rows(history, metric)
+    if metric and not rows:
+        reported = sorted({m.name for m in history})
+        raise HpoError(f"no metric {', '.join(map(repr, metric))} in the step histories of "
+                       f"sweep {name!r}"
+                       f"{' trials ' + _numbers_text(set(trial)) if trial else ''} (metrics "
+                       f"reported: {', '.join(reported) or 'none'}); check --metric")
+    keys = ["trial", "step", "metric", "value", "logged_at"]
+    if format is Fmt.json:
+        print(json.dumps(rows))
+    elif format is Fmt.csv:
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(keys)
+        writer.writerows([r[k] for k in keys] for r in rows)
+        sys.stdout.write(buf.getvalue())
+    else:
+        table = Table(*keys)
+        for r in rows:
+            table.add_row(*(_fmt(r[k]) for k in keys))
+        out.print(table)
+
+
+@app.command()
+def stop(name: str, storage: StorageOpt = None) -> None:
+    """Ask a running sweep to stop: no new trials start, running ones finish, then its loops
+    and agents exit."""
+    from hpo.tracking import TrackingStore
+
+    store = TrackingStore(_existing_storage(storage))
+    store.get_sweep(name)  # a missing sweep: the error lists the existing ones
+    if store.request_stop(name):
+        running = store.counts(name).get("running", 0)
+        trials = "1 running trial finishes" if running == 1 else f"{running} running trials finish"
+        out.print(f"asked sweep {name} to stop: its loops start no new trials (they notice within "
+                  f"seconds); {trials}, then the loops and agents exit.",
+                  highlight=False, markup=False, soft_wrap=True)
+        return
+    status = store.get_sweep(name).status
+    if status == "stopping":
+        out.print(f"sweep {name} is already stopping.", highlight=False, markup=False)
+    else:
+        out.print(f"sweep {name} is not running (status {status}); nothing to stop.",
+                  highlight=False, markup=False)
+
+
+@app.command()
+def delete(
+    name: str,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Delete without asking.")] = False,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Delete even while trials of it run.")] = False,
+    storage: StorageOpt = None,
+) -> None:
+    """Delete a sweep: its trials, metrics and Optuna study (asks first; --yes does not)."""
+    from hpo.errors import StudyNotFound
+    from hpo.tracking import TrackingStore
+
+    store = TrackingStore(_existing_storage(storage))
+    try:
+        counts = store.counts(name)
+    except StudyNotFound:
+        if not store.read_journal(name, 0):  # nor a study left without its tracking rows
+            raise
+        counts = {}
+    running = counts.get("running", 0)
+    if running and not force:
+        raise HpoError(f"sweep {name!r} has {running} running trial"
+                       f"{'' if running == 1 else 's'}: stop it first (hpo stop {name}) and "
+                       "let them finish, or pass --force")
+    total = sum(counts.values())
+    what = (f"sweep {name!r} ({total} trial{'' if total == 1 else 's'}, their metrics and its "
+            f"Optuna study) from {store.masked_url}")
+    if not yes:
+        try:
+            sure = typer.confirm(f"Delete {what}?", default=False)
+        except _aborts():
+            sure = False
+            err.print("")
+        if not sure:
+            err.print("nothing deleted (pass --yes to delete without asking)", highlight=False,
+                      markup=False)
+            raise typer.Exit(1)
+    store.delete_sweep(name)
+    out.print(f"deleted {what}", highlight=False, markup=False, soft_wrap=True)
+
+
+@app.command()
+def dashboard(
+    name: str,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to serve on.")] = 8080,
+    host: Annotated[str, typer.Option(help="Address to bind (0.0.0.0: every interface).")
+                    ] = "127.0.0.1",
+    storage: StorageOpt = None,
+) -> None:
+    """Serve optuna-dashboard on a sweep's Optuna study (needs the dashboard extra)."""
+    try:
+        import optuna_dashboard
+    except ImportError:
+        raise HpoError("hpo dashboard needs optuna-dashboard: pip install 'hpo[dashboard]' (or "
+                       "pip install optuna-dashboard)") from None
+    import optuna
+
+    from hpo.errors import StudyNotFound
+    from hpo.tracking import TrackingStore
+
+    url = _existing_storage(storage)
+    store = TrackingStore(url)
+    study_storage = _dashboard_storage(store, name)
+    if name not in optuna.get_all_study_names(study_storage):
+        store.get_sweep(name)  # no such sweep: this error lists the existing ones
+        raise StudyNotFound(f"sweep {name!r} has no Optuna study in {store.masked_url} (its "
+                            "journal is empty); run the sweep first")
+
+    import socket
+    import threading
+    from wsgiref.simple_server import WSGIServer, make_server
+
+    class Server(WSGIServer):
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    try:  # optuna_dashboard.run_server's server, but one that Ctrl-C stops mid-request too
+        server = make_server(host, port, optuna_dashboard.wsgi(study_storage),
+                             server_class=Server)
+    except OSError as exc:
+        raise HpoError(f"cannot serve on {host}:{port} ({exc.strerror or exc}); pass --port "
+                       "with a free port (or --host with an address of this machine)") from None
+
+    def on_signal(signum: int, frame: object) -> None:  # Ctrl-C, SIGTERM: finish and stop
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    shown = f"[{host}]" if ":" in host else host
+    err.print(f"optuna-dashboard for sweep {name} ({store.masked_url}): "
+              f"http://{shown}:{port}/dashboard/  (Ctrl-C stops it)", highlight=False,
+              markup=False, soft_wrap=True)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+    err.print("dashboard stopped", highlight=False, markup=False)
+
+
+def _dashboard_storage(store: Any, name: str) -> Any:
+    """Sweep ``name``'s Optuna study (hpo.study.open_storage) for optuna-dashboard: notes and
+    attributes can be written, but deleting the study or adding studies to the sweep's
+    journal is refused (`hpo delete` deletes a sweep with its trials and metrics)."""
+    from optuna.storages import JournalStorage
+
+    from hpo.tracking.journal import SQLJournalBackend
+
+    class SweepStudyStorage(JournalStorage):
+        def create_new_study(self, directions: Any, study_name: str | None = None) -> int:
+            raise HpoError(f"this dashboard shows sweep {name!r} only; create sweeps with "
+                           "hpo sweep")
+
+        def delete_study(self, study_id: int) -> None:
+            raise HpoError(f"delete sweep {name!r} with `hpo delete {name}` (its trials and "
+                           "metrics go with it), not from the dashboard")
+
+    return SweepStudyStorage(SQLJournalBackend(store, name))
+
+
 def _usage_errors() -> tuple[type[BaseException], ...]:
     """The exception classes of command-line usage errors: typer's vendored click (typer
     >= 0.29) and click itself (older typer)."""
@@ -418,7 +780,9 @@ def main() -> None:
         if isinstance(rc, int) and rc:
             sys.exit(rc)
     except HpoError as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        from rich.markup import escape
+
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted")

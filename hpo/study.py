@@ -69,14 +69,79 @@ def reload(study: optuna.Study) -> optuna.Study:
 
 
 def sweep_name(config: SweepConfig, name: str | None = None) -> str:
-    """The study name: --name, else the config's `name`, else the YAML file's stem."""
+    """The study name: --name, else the config's `name`, else its W&B `project:`, else the
+    YAML file's stem plus a short hash of its `method`, `metric` and `parameters`
+    (``sweep-3f2a1c``), so that two files both called ``sweep.yaml`` do not share a sweep.
+
+    The hash covers what a resumed sweep must keep (hpo.study.create_or_load refuses a change
+    there), so editing the budget or ``parallel`` keeps the name and resumes. A sweep stored
+    under the bare stem in the config's storage (named before the hash was added) keeps the
+    stem, so it still resumes; that look-up only reads (a missing SQLite file stays missing).
+    """
     if name:
         return name
     if config.name:
         return config.name
-    if config.source:
-        return Path(config.source).stem
-    raise ConfigError("This sweep has no name: pass name=... (or --name), or set `name:` in it.")
+    if not config.source:
+        raise ConfigError(
+            "This sweep has no name: pass name=... (or --name), or set `name:` in it.")
+    stem = Path(config.source).stem
+    if config.source.startswith("<"):  # a dict, not a file: no file content to hash
+        return stem
+    import hashlib
+    import json
+
+    import yaml
+
+    try:
+        data = yaml.safe_load(config.text) if config.text else None
+    except yaml.YAMLError:
+        data = None
+    if not isinstance(data, dict):
+        data = config.to_dict()
+    project = data.get("project")
+    if isinstance(project, str) and project.strip() and not any(
+            c in "/\\" or not c.isprintable() for c in project):
+        return project.strip()
+    search = json.dumps({k: data.get(k) for k in _SEARCH_KEYS}, sort_keys=True, default=str)
+    hashed = f"{stem}-{hashlib.sha256(search.encode()).hexdigest()[:6]}"
+    return stem if _stored_sweep(resolve_url(config.storage), stem) else hashed
+
+
+def _stored_sweep(url: str, name: str) -> bool:
+    """Whether the database at ``url`` holds a sweep called ``name``. Only reads: no table or
+    SQLite file is created; an unreachable or unreadable database counts as no."""
+    import sqlalchemy as sa
+
+    from hpo.storage_url import is_sqlite, mask_url, sqlite_path
+    from hpo.tracking import schema
+
+    try:
+        if is_sqlite(url):
+            path = sqlite_path(url)
+            if path is None or not path.is_file():
+                return False
+            engine = sa.create_engine(url, poolclass=sa.pool.NullPool,
+                                      connect_args={"timeout": 10})
+        else:
+            psycopg2 = sa.engine.make_url(url).drivername.endswith("psycopg2")
+            engine = sa.create_engine(url, poolclass=sa.pool.NullPool,
+                                      connect_args={"connect_timeout": 5} if psycopg2 else {})
+        try:
+            with engine.connect() as conn:
+                if not sa.inspect(conn).has_table(schema.sweeps.name):
+                    return False
+                found = conn.scalar(sa.select(schema.sweeps.c.id)
+                                    .where(schema.sweeps.c.name == name))
+                return found is not None
+        finally:
+            engine.dispose()
+    except Exception as exc:  # noqa: BLE001 - opening it for the sweep will say what is wrong
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        logging.getLogger("hpo").warning(
+            "could not check whether sweep %r exists in %s (%s); naming the sweep from the "
+            "file's content", name, mask_url(url), mask_url(first))
+        return False
 
 
 def create_or_load(

@@ -742,3 +742,129 @@ def test_scale_5000_trials_20_params(tmp_path):
             f"chromium rendered {attrs['rendered']} plots; page scripts done at "
             f"{attrs.get('ms')} ms (virtual time)"
         )
+
+
+# ------------------------------------------------------------------------------ every metric
+def _figure(html: str, fid: str) -> dict:
+    return _figures(html)["figures"][fid]
+
+
+def test_every_metric_is_in_the_tables_and_curves(mixed, tmp_path):
+    url, store = mixed
+    data = _load(url, "mixed")
+    assert data.metric_names == ["loss", "acc"] and data.extra_metrics == ["acc"]
+    assert list(data.curve_sets) == ["loss", "acc"] and data.curve_sets["loss"] is data.curves
+    last = {}
+    for m in store.metrics("mixed"):
+        if m.name == "acc":
+            last[m.number] = m.value  # rows come in step order: the last one wins
+    by_number = {r.number: r for r in data.frame.rows}
+    assert all(by_number[n].metrics["acc"] == v for n, v in last.items())
+    assert by_number[3].metrics["loss"] == by_number[3].value  # the trainer's final value
+
+    html = build_report("mixed", url, tmp_path / "m.html").read_text("utf-8")
+    curves = _figure(html, "fig-curves")
+    menu = curves["layout"]["updatemenus"][0]
+    assert [b["label"] for b in menu["buttons"]] == ["loss", "acc"]
+    shown = [t.get("visible") for t in curves["data"]]
+    assert shown.count(True) > 0 and shown.count(False) > 0
+    acc = menu["buttons"][1]["args"]
+    assert acc[1]["yaxis.title.text"] == "acc"
+    assert [v for v in acc[0]["visible"]] == [not v for v in shown]  # the other half
+    assert "switches between the 2 metrics reported per step (loss, acc)" in html
+    # leaderboard and trials table: an acc column and a select for the metric columns
+    assert html.count('<th class="num" data-metric="0">acc</th>') == 2
+    assert html.count('<select class="metric-select"') == 2 and '<option value="0">acc' in html
+    trials = re.search(r'<table class="sortable" id="trials-table">(.*?)</table>', html, re.S)
+    assert trials and trials.group(1).count("<tr>") == 1 + 24
+    assert '<a href="#trials">Trials</a>' in html
+
+
+def test_curves_of_other_metrics_without_the_objective_per_step(sqlite_url, tmp_path):
+    store = _new_sweep(sqlite_url, "final-only")
+    for n in range(3):
+        store.start_trial("final-only", n, {"dropout": 0.1 * n})
+        for step in (1, 2):
+            metrics = {f"m{k:02d}": k + step + n for k in range(rdata.CURVE_METRICS + 2)}
+            store.log_metrics("final-only", n, step, metrics)
+        store.end_trial("final-only", n, "complete", value=1.0 + n, metrics={"loss": 1.0 + n})
+    store.close()
+    data = _load(sqlite_url, "final-only")
+    assert len(data.curve_sets) == rdata.CURVE_METRICS and "loss" not in data.curve_sets
+    assert "m12, m13 left out" in data.curve_metrics_note
+    assert data.metric_names[0] == "loss" and len(data.extra_metrics) == rdata.CURVE_METRICS + 2
+    html = render_html("final-only", sqlite_url)
+    assert "No trial reported the objective &#39;loss&#39; per step" in html
+    assert "m12, m13 left out" in html
+    buttons = _figure(html, "fig-curves")["layout"]["updatemenus"][0]["buttons"]
+    assert [b["label"] for b in buttons][:2] == ["m00", "m01"]
+
+
+def test_trials_table_lists_the_latest_trials(sqlite_url, monkeypatch):
+    monkeypatch.setattr(rpage, "TRIAL_ROWS", 5)
+    store = _new_sweep(sqlite_url, "many")
+    for n in range(8):
+        store.start_trial("many", n, {"dropout": 0.01 * n})
+        store.end_trial("many", n, "complete", value=float(n))
+    store.close()
+    html = render_html("many", sqlite_url)
+    trials = re.search(r'<table class="sortable" id="trials-table">(.*?)</table>', html, re.S)
+    numbers = re.findall(r'<tr>\s*<td class="num">(\d+)</td>\s*<td class="state"', trials.group(1))
+    assert numbers == ["3", "4", "5", "6", "7"]
+    assert "The last 5 of 8 trials (by number) listed" in html
+    assert '<select class="metric-select"' not in html  # only the objective: nothing to pick
+
+
+PICK_SCRIPT = """<script>
+(function () {  /* test only: pick metric columns, then the dropdown's second metric */
+  function visible(sel) { return Array.prototype.filter.call(document.querySelectorAll(sel),
+    function (c) { return c.offsetParent !== null; }).length; }
+  var out = document.createElement("div"); out.id = "pick-result";
+  var select = document.querySelector('select[data-table="leaderboard-table"]');
+  out.setAttribute("data-all", visible("#leaderboard-table [data-metric]"));
+  select.value = "none"; select.dispatchEvent(new Event("change"));
+  out.setAttribute("data-none", visible("#leaderboard-table [data-metric]"));
+  select.value = "0"; select.dispatchEvent(new Event("change"));
+  out.setAttribute("data-one", visible("#leaderboard-table [data-metric]"));
+  function click(el) { el.dispatchEvent(new MouseEvent("click", {bubbles: true})); }
+  function whenDone() {
+    if (document.getElementById("render-status").getAttribute("data-done") !== "1") {
+      setTimeout(whenDone, 100); return;
+    }
+    var gd = document.getElementById("fig-curves");
+    click(gd.querySelector(".updatemenu-header"));
+    setTimeout(function () {
+      var buttons = gd.querySelectorAll(".updatemenu-dropdown-button");
+      out.setAttribute("data-buttons", buttons.length);
+      click(buttons[1]);
+      setTimeout(function () {
+        out.setAttribute("data-title", gd.layout.yaxis.title.text);
+        out.setAttribute("data-visible", gd.data.filter(function (t) {
+          return t.visible === true; }).map(function (t) { return t.name; }).join("|"));
+        document.body.appendChild(out);
+      }, 500);
+    }, 500);
+  }
+  whenDone();
+})();
+</script></body>"""
+
+
+@pytest.mark.browser
+def test_browser_switches_metrics(mixed, tmp_path):
+    url, _ = mixed
+    html = build_report("mixed", url, tmp_path / "mixed.html").read_text("utf-8")
+    page = tmp_path / "pick.html"
+    page.write_text(html.replace("</body>", PICK_SCRIPT), "utf-8")
+    dom = open_in_chromium(page, tmp_path, height=1200)
+    m = re.search(r'<div id="pick-result"([^>]*)>', dom)
+    assert m, "the pick script did not finish"
+    attrs = dict(re.findall(r'data-([\w-]+)="([^"]*)"', m.group(1)))
+    rows = 1 + 15  # the header and the leaderboard's 15 complete trials with a value
+    assert (attrs["all"], attrs["none"], attrs["one"]) == (str(rows), "0", str(rows))
+    assert attrs["buttons"] == "2" and attrs["title"] == "acc"
+    assert attrs["visible"] and "acc" not in attrs["visible"].split("|")
+    spec = _figure(html, "fig-curves")
+    acc_traces = [t.get("name") for t, v in zip(spec["data"], spec["layout"]["updatemenus"][0][
+        "buttons"][1]["args"][0]["visible"], strict=True) if v]
+    assert attrs["visible"].split("|") == acc_traces

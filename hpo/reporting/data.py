@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from hpo.reporting.metrics import final_metrics, metric_names
 from hpo.tracking.records import (
     COMPLETE,
     FAILED,
@@ -37,6 +38,8 @@ ERROR_CHARS = 4000  # characters of one error text kept (the tail: tracebacks en
 CURVES_TOP = 10  # best complete trials: their curves always drawn, each in its own colour
 CURVES_MAX = 400  # curves drawn in all (the top ones + a deterministic sample of the rest)
 CURVE_POINTS = 100  # points per curve at most (steps rounded onto a grid of this many bins)
+CURVE_METRICS = 12  # metrics with their own learning curves (the objective first)
+TRIAL_ROWS = 500  # rows of the all-trials table (the latest trials by number)
 PARCOORDS_MAX = 3000  # lines in the parallel-coordinates plot
 SLICE_MAX = 2000  # points per parameter in the slice plots
 IMPORTANCE_SAMPLE = 300  # complete trials fANOVA is fitted on
@@ -158,6 +161,7 @@ class TrialRow:
     steps: int | None
     error: str | None
     retry_of: int | None
+    metrics: dict[str, float | None] = field(default_factory=dict)  # final value of each
 
 
 @dataclass(frozen=True)
@@ -194,7 +198,7 @@ def worker_label(rec: TrialRecord) -> str:
     return "unknown"
 
 
-def _row(rec: TrialRecord) -> TrialRow:
+def _row(rec: TrialRecord, metrics: Mapping[str, float | None] | None = None) -> TrialRow:
     raw = rec.value
     value = finite(raw)
     note = ""
@@ -219,6 +223,7 @@ def _row(rec: TrialRecord) -> TrialRow:
         steps=rec.steps,
         error=rec.error,
         retry_of=rec.retry_of,
+        metrics=dict(metrics or {}),
     )
 
 
@@ -546,6 +551,16 @@ class ReportData:
     importances: dict[str, float] | None = None
     importance_note: str = ""
     notes: dict[str, str] = field(default_factory=dict)
+    # every metric reported (final values or steps), the objective first
+    metric_names: list[str] = field(default_factory=list)
+    # learning curves per metric reported at some step (the objective first when it was)
+    curve_sets: dict[str, CurveSet] = field(default_factory=dict)
+    curve_metrics_note: str = ""  # which metrics have curves, when some were left out
+
+    @property
+    def extra_metrics(self) -> list[str]:
+        """The metrics other than the objective (table columns next to the objective)."""
+        return [m for m in self.metric_names if m != self.objective]
 
     @property
     def wall_s(self) -> float | None:
@@ -593,7 +608,9 @@ def shape(
     objective = sweep.objective or metric_cfg.get("name") or "objective"
     goal = str(sweep.goal or metric_cfg.get("goal") or "minimize").lower()
     goal = "maximize" if goal.startswith("max") else "minimize"
-    rows = sorted((_row(r) for r in records), key=lambda r: r.number)
+    metrics = list(metrics)
+    finals = final_metrics(records, metrics)
+    rows = sorted((_row(r, finals.get(int(r.number))) for r in records), key=lambda r: r.number)
     frame = TrialFrame(rows, param_infos(rows, config))
     counts = dict.fromkeys(TRIAL_STATES, 0)
     for r in rows:
@@ -602,7 +619,6 @@ def shape(
     by_number = {r.number: r for r in rows}
     best = by_number[ranked[0]] if ranked else None
     running = str(sweep.status) == RUNNING or counts.get(RUNNING, 0) > 0
-    metrics = list(metrics)
     times = [t for r in rows for t in (r.started, r.ended) if t is not None]
     times += [m.logged_at for m in metrics if m.logged_at is not None]
     last_activity = max(times) if times else None
@@ -614,7 +630,8 @@ def shape(
         end = now if quiet <= STALE_S or last_activity is None else last_activity
     else:
         end = max([r.ended for r in rows if r.ended], default=now)
-    curves = shape_curves(metrics, objective, frame, goal)
+    curve_sets, curve_note = _curve_sets(metrics, objective, frame, goal)
+    curves = curve_sets.get(objective) or shape_curves((), objective, frame, goal)
     max_step = max((int(c.steps[-1]) for c in curves.curves if len(c.steps)), default=0)
     max_step = max([max_step] + [s for _, s, _ in curves.stops])
     return ReportData(
@@ -631,7 +648,32 @@ def shape(
         running=running,
         end=end,
         last_activity=last_activity,
+        metric_names=metric_names(finals, objective),
+        curve_sets=curve_sets,
+        curve_metrics_note=curve_note,
     )
+
+
+def _curve_sets(
+    records: Sequence[MetricRecord], objective: str, frame: TrialFrame, goal: str
+) -> tuple[dict[str, CurveSet], str]:
+    """Learning curves of every metric reported at some step, at most :data:`CURVE_METRICS`
+    of them (the objective first, then alphabetically); a note when some were left out."""
+    by_name: dict[str, list[MetricRecord]] = {}
+    for m in records:
+        by_name.setdefault(m.name, []).append(m)
+    names = sorted(by_name)
+    if objective in by_name:
+        names.remove(objective)
+        names.insert(0, objective)
+    note = ""
+    if len(names) > CURVE_METRICS:
+        note = (f"Learning curves of {CURVE_METRICS} of the {len(names)} metrics reported per "
+                f"step (the objective first, then alphabetically): "
+                f"{', '.join(names[CURVE_METRICS:])} left out.")
+        names = names[:CURVE_METRICS]
+    sets = {name: shape_curves(by_name[name], name, frame, goal) for name in names}
+    return {name: cs for name, cs in sets.items() if cs.total}, note
 
 
 # --------------------------------------------------------------------------- importances

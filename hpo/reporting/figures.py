@@ -295,6 +295,52 @@ def curves_figure(
     return fig
 
 
+def metric_curves_figure(
+    curve_sets: Mapping[str, CurveSet],
+    rungs: Sequence[int],
+    *,
+    goal: str,
+    values_by_metric: Mapping[str, Mapping[int, float | None]] | None = None,
+) -> go.Figure:
+    """Learning curves of several metrics in one figure, one metric shown at a time: a
+    dropdown (plotly ``updatemenus``) switches the traces, the y title and the log/linear
+    axis. The first metric of ``curve_sets`` is shown first. One metric: plain curves."""
+    names = list(curve_sets)
+    values_by_metric = values_by_metric or {}
+    parts = [
+        curves_figure(curve_sets[m], rungs, objective=m, goal=goal,
+                      values_by_number=values_by_metric.get(m))
+        for m in names
+    ]
+    if len(parts) == 1:
+        return parts[0]
+    fig = go.Figure(layout=parts[0].layout)
+    owner: list[int] = []
+    for k, part in enumerate(parts):
+        for trace in part.data:
+            trace.visible = k == 0
+            fig.add_trace(trace)
+            owner.append(k)
+    buttons = []
+    for k, m in enumerate(names):
+        axis = parts[k].layout.yaxis
+        buttons.append(dict(
+            label=_short(m, 40),
+            method="update",
+            args=[{"visible": [o == k for o in owner]},
+                  {"yaxis.title.text": m, "yaxis.type": axis.type or "linear"}],
+        ))
+    fig.update_layout(
+        updatemenus=[dict(
+            type="dropdown", buttons=buttons, active=0, direction="down", showactive=True,
+            x=0, xanchor="left", y=1.02, yanchor="bottom", pad=dict(r=4, t=0, b=0),
+            font=dict(size=12),
+        )],
+        margin=dict(l=60, r=20, t=60, b=50),
+    )
+    return fig
+
+
 # ---------------------------------------------------------------------------- axis encoding
 def _decade_ticks(lo: float, hi: float) -> tuple[list[float], list[str]]:
     """Tick positions (log10 space) and labels for a log-scaled axis from lo..hi (log10):

@@ -34,6 +34,7 @@ from hpo.reporting.data import (
     RUNNING,
     SLICE_MAX,
     STATE_ORDER,
+    TRIAL_ROWS,
     ReportData,
     fmt_duration,
     fmt_value,
@@ -138,29 +139,39 @@ def history_section(data: ReportData) -> Section:
 
 
 def curves_section(data: ReportData) -> Section:
+    sets = data.curve_sets or ({data.objective: data.curves} if data.curves.total else {})
+    first = next(iter(sets), data.objective)
     s = Section(
         "curves",
         "Learning curves",
-        f"{data.objective} as reported at each step; the {len(data.curves.highlight)} best "
-        "complete trials in colour, ✕ where a pruned trial was stopped.",
+        f"{first} as reported at each step; the {len(sets[first].highlight) if sets else 0} "
+        f"best complete trials (by {data.objective}) in colour, ✕ where a pruned trial was "
+        "stopped.",
     )
-    if not data.curves.total:
+    if not sets:
         s.missing = (
-            f"No trial reported {data.objective!r} at any step (ctx.report(...)), so "
-            "there are no learning curves."
+            f"No trial reported {data.objective!r} (or any other metric) at any step "
+            "(ctx.report(...)), so there are no learning curves."
         )
         return s
-    values = {r.number: r.value for r in data.frame.rows}
-    s.figure = figs.curves_figure(
-        data.curves,
-        data.rungs.steps,
-        objective=data.objective,
-        goal=data.goal,
-        values_by_number=values,
-    )
+    if len(sets) > 1:
+        s.intro += (f" The menu above the plot switches between the {len(sets)} metrics "
+                    f"reported per step ({', '.join(sets)}).")
+    values: dict[str, dict[int, float | None]] = {
+        m: {r.number: r.metrics.get(m) for r in data.frame.rows} for m in sets
+    }
+    values[data.objective] = {r.number: r.value for r in data.frame.rows}
+    s.figure = figs.metric_curves_figure(sets, data.rungs.steps, goal=data.goal,
+                                         values_by_metric=values)
     s.notes.append(data.rungs.note)
-    if data.curves.note:
-        s.sampled.append(data.curves.note)
+    if first != data.objective:
+        s.notes.append(f"No trial reported the objective {data.objective!r} per step; the "
+                       "other metrics are drawn.")
+    if data.curve_metrics_note:
+        s.sampled.append(data.curve_metrics_note)
+    for m, cs in sets.items():
+        if cs.note:
+            s.sampled.append(cs.note if len(sets) == 1 else f"{m}: {cs.note}")
     return s
 
 
@@ -322,6 +333,7 @@ def _leaderboard(data: ReportData) -> tuple[list[str], list[dict[str, Any]], str
                 steps=r.steps,
                 device=r.device,
                 worker=r.worker,
+                metrics=[r.metrics.get(m) for m in data.extra_metrics],
                 params=[(r.params.get(n), _sort_key(r.params.get(n))) for n in names],
             )
         )
@@ -329,6 +341,33 @@ def _leaderboard(data: ReportData) -> tuple[list[str], list[dict[str, Any]], str
     if len(ranked) > LEADERBOARD_ROWS:
         note = f"Top {LEADERBOARD_ROWS} of {len(ranked):,} completed trials."
     return names, rows, note
+
+
+def _trial_table(data: ReportData) -> tuple[list[dict[str, Any]], str]:
+    """Rows of the all-trials table: every trial, or the latest :data:`TRIAL_ROWS` by
+    number; and a note when some were left out."""
+    names = [p.name for p in data.frame.params]
+    rows = data.frame.rows
+    shown = rows[-TRIAL_ROWS:]
+    out = [
+        dict(
+            number=r.number,
+            state=r.state,
+            value=r.value,
+            value_note=r.value_note if r.state in (COMPLETE, PRUNED) else "",
+            duration=r.duration_s,
+            steps=r.steps,
+            worker=r.worker,
+            metrics=[r.metrics.get(m) for m in data.extra_metrics],
+            params=[(r.params.get(n), _sort_key(r.params.get(n))) for n in names],
+        )
+        for r in shown
+    ]
+    note = ""
+    if len(rows) > len(shown):
+        note = (f"The last {len(shown):,} of {len(rows):,} trials (by number) listed; "
+                f"`hpo trials {data.name} --format csv` lists every one.")
+    return out, note
 
 
 def _sort_key(value: Any) -> str:
@@ -404,6 +443,7 @@ def render(data: ReportData) -> str:
         + "}"
     )
     lb_params, lb_rows, lb_note = _leaderboard(data)
+    trial_rows, trials_note = _trial_table(data)
     failures, n_failures = _failures(data)
     counts = [(st, data.counts.get(st, 0)) for st in STATE_ORDER]
     counts += [(st, n) for st, n in data.counts.items() if st not in STATE_ORDER]
@@ -411,6 +451,8 @@ def render(data: ReportData) -> str:
     downsampled = [(s.title, n) for s in sections if s.figure is not None for n in s.sampled]
     if len(lb_rows) and lb_note:
         downsampled.append(("Leaderboard", lb_note))
+    if trials_note:
+        downsampled.append(("Trials", trials_note))
     if n_failures > len(failures):
         downsampled.append(
             (
@@ -429,6 +471,9 @@ def render(data: ReportData) -> str:
         lb_params=lb_params,
         lb_rows=lb_rows,
         lb_note=lb_note,
+        metric_cols=data.extra_metrics,
+        trial_rows=trial_rows,
+        trials_note=trials_note,
         failures=failures,
         n_failures=n_failures,
         usage=usage,

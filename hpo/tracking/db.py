@@ -284,6 +284,14 @@ class Database:
             [{"key": schema.VERSION_KEY, "value": str(schema.SCHEMA_VERSION)}], ["key"],
             update=(),
         )
+        # Plain Optuna on this URL (optuna.load_study(storage=URL), optuna-dashboard URL)
+        # would create its empty RDB tables beside hpo's and find none of hpo's studies
+        # (they live in hpo_journal). An index named like the first table it creates makes
+        # it fail at once, before it creates anything. Not where Optuna's tables exist.
+        if conn.dialect.name in ("sqlite", "postgresql") and not sa.inspect(conn).has_table(
+                schema.OPTUNA_GUARD):
+            conn.execute(sa.text(f"CREATE INDEX IF NOT EXISTS {schema.OPTUNA_GUARD} "
+                                 f"ON {schema.meta_table.name} (key)"))
 
     def _check_version(self, version: str | None) -> None:
         code = schema.SCHEMA_VERSION

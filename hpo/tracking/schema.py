@@ -35,6 +35,9 @@ from sqlalchemy.types import DateTime, TypeDecorator
 
 SCHEMA_VERSION = 2  # 2: Optuna studies live in hpo_journal
 VERSION_KEY = "schema_version"
+# an index on hpo_meta named like Optuna's first RDB table: plain Optuna on an hpo URL fails
+# ("already an index named studies") instead of adding empty tables (hpo.tracking.db)
+OPTUNA_GUARD = "studies"
 
 
 class UTCDateTime(TypeDecorator[datetime]):
