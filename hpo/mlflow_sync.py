@@ -151,8 +151,7 @@ class MirrorSummary:
         if self.final_ok and self.total is not None:
             text = f"{self.total.summary()} (in {self.syncs_ok} syncs)"
             if self.syncs_failed:
-                text += (f" ({self.syncs_failed} earlier syncs failed and were caught up; "
-                         f"last error: {self.last_error})")
+                text += f"; {self.syncs_failed} syncs had failed (caught up since)"
             return text
         return (f"MLflow {self.tracking_uri} was skipped: {self.syncs_failed} of "
                 f"{self.syncs_ok + self.syncs_failed} syncs failed (last error: "
@@ -379,6 +378,9 @@ class _Syncer:
             report.runs_updated += changed
         if finished:
             self._best_model(trials, runs, parent, record, report)
+            if parents and parent.info.status != SWEEP_RUN_STATUS.get(record.status):  # resumed
+                self._try(report, "log sweep_config.json", lambda: self.client.log_dict(
+                    parent_id, record.to_dict(), "sweep_config.json"))
         self._sync_parent(parent, record, trials, report)
         report.seconds = time.monotonic() - started
         return report
@@ -507,10 +509,7 @@ class _Syncer:
         report.metrics_logged += len(metrics)
         status = RUN_STATUS.get(trial.state, "RUNNING")
         if run.info.status != status:
-            if status == "RUNNING":
-                self.client.update_run(run.info.run_id, status="RUNNING")
-            else:
-                self.client.set_terminated(run.info.run_id, status, end_time=_ms(trial.ended))
+            self._set_status(run.info.run_id, status, _ms(trial.ended))
             if trial.error and status == "FAILED":
                 self._try(report, f"log error.txt of trial {trial.number}",
                           lambda: self.client.log_text(run.info.run_id, trial.error,
@@ -577,9 +576,8 @@ class _Syncer:
             folder = self._model_dir(best)
             if folder is None:
                 report.notes.append(
-                    f"best trial {best.number} saved no model (no artifact_path attr, no "
-                    f"{self.artifact_root / self.sweep / f'trial-{best.number}'}); nothing "
-                    "logged as an artifact")
+                    f"no model to log: best trial {best.number} has no artifact_path attr and "
+                    f"no {self.artifact_root / self.sweep / f'trial-{best.number}'}")
                 return
             if not self._try(report, f"log the model of trial {best.number} from {folder}",
                              lambda: self.client.log_artifacts(run_id, str(folder),
@@ -651,11 +649,23 @@ class _Syncer:
             self.client.log_batch(parent.info.run_id, metrics=metrics, tags=tags)
         status = SWEEP_RUN_STATUS.get(record.status, "RUNNING")
         if parent.info.status != status:
-            if status == "RUNNING":
-                self.client.update_run(parent.info.run_id, status="RUNNING")
-            else:
-                self.client.set_terminated(parent.info.run_id, status,
-                                           end_time=_ms(record.ended))
+            self._set_status(parent.info.run_id, status, _ms(record.ended))
+
+    def _set_status(self, run_id: str, status: str, end_time: int | None) -> None:
+        """A run's status (and end time when it ended). What ``set_terminated`` does, minus
+        the "View run at" link it prints for every run on an http(s) server (one per trial)
+        and the extra request that link costs; ``set_terminated`` if MLflow's store changed."""
+        if status == "RUNNING":
+            self.client.update_run(run_id, status="RUNNING")
+            return
+        store = getattr(getattr(self.client, "_tracking_client", None), "store", None)
+        if callable(getattr(store, "update_run_info", None)):
+            from mlflow.entities import RunStatus
+
+            store.update_run_info(run_id, run_status=RunStatus.from_string(status),
+                                  end_time=end_time or int(time.time() * 1000), run_name=None)
+        else:
+            self.client.set_terminated(run_id, status, end_time=end_time)
 
 
 def _flat_space(parameters: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

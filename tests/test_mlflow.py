@@ -30,6 +30,7 @@ def _offline(monkeypatch, tmp_path):
     """MLflow's telemetry off, and the working directory (artifacts/, mlruns/) in tmp_path."""
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     monkeypatch.setenv("DO_NOT_TRACK", "true")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(mlflow_sync, "DEFAULT_INTERVAL_S", 0.5)
 
@@ -247,6 +248,45 @@ def test_mlflow_down_never_fails_a_trial(sqlite_url, caplog):
     with pytest.raises(mlflow_sync.MlflowError, match="unreachable"):
         mlflow_sync.sync_sweep(sqlite_url, "down", down)
     assert len(TrackingStore(sqlite_url).trials("down")) == 4
+
+
+def test_incremental_sync_of_running_and_interrupted_trials(tmp_path, sqlite_url):
+    """The tracking store as the placements write it (agents, Ray, worker processes)."""
+    store = TrackingStore(sqlite_url)
+    store.create_sweep("agents", config={"method": "random"}, config_yaml=None,
+                       objective="loss", goal="minimize", method="random", pruner="none",
+                       storage=sqlite_url)
+    store.start_trial("agents", 0, {"lr": 0.1, "opt": {"beta": 0.9}}, worker="agent-a")
+    store.log_metrics("agents", 0, 1, {"loss": 3.0, "tokens/s": 100.0})
+    store.start_trial("agents", 1, {"lr": 0.2, "opt": {"beta": 0.8}}, worker="agent-b")
+    store.log_metrics("agents", 1, 1, {"loss": 4.0})
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    first = mlflow_sync.sync_sweep(store, "agents", uri)
+    assert (first.runs_created, first.metrics_logged) == (3, 3)
+    run = {r.data.tags.get("hpo.trial"): r for r in runs_of(client, "agents")}
+    assert run["0"].info.status == "RUNNING" and run[None].info.status == "RUNNING"
+    assert run["0"].data.params == {"lr": "0.1", "opt.beta": "0.9"}
+    assert run["0"].data.tags["hpo.worker"] == "agent-a"
+
+    store.log_metrics("agents", 0, 2, {"loss": 2.0, "tokens/s": 110.0})
+    store.log_metrics("agents", 1, 2, {"loss": 3.5})
+    store.end_trial("agents", 0, "complete", value=2.0, metrics={"loss": 2.0, "f1@0.5": 0.9})
+    store.end_trial("agents", 1, "interrupted", value=None)
+    store.end_sweep("agents", "interrupted")
+    second = mlflow_sync.sync_sweep(store, "agents", uri)
+    assert (second.runs_created, second.metrics_logged) == (0, 4)  # 3 new points + a final one
+    run = {r.data.tags.get("hpo.trial"): r for r in runs_of(client, "agents")}
+    assert (run["0"].info.status, run["1"].info.status) == ("FINISHED", "KILLED")
+    assert run["1"].data.tags["hpo.state"] == "interrupted"
+    assert run[None].info.status == "KILLED" and run[None].data.tags["hpo.best_trial"] == "0"
+    history = client.get_metric_history(run["0"].info.run_id, "tokens/s")
+    assert [(m.step, m.value) for m in history] == [(1, 100.0), (2, 110.0)]
+    assert run["0"].data.metrics["f1_0.5"] == 0.9  # a key MLflow refuses, made valid
+    assert "no model to log" in " ".join(second.notes)
+    # an agents sweep is followed from outside: --follow returns once the sweep has ended
+    summary = mlflow_sync.follow_sweep(store, "agents", uri, interval_s=0.1)
+    assert summary.final_ok and summary.total.metrics_logged == 0
 
 
 def test_mlflow_key_forms_and_overrides():
