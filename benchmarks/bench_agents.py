@@ -95,7 +95,9 @@ def _seed_trials(study: optuna.Study, n: int) -> None:
     study.add_trials(batch)
 
 
-def ask_latency(url: str, size: int, asks: int) -> list[dict]:
+def ask_latency(url: str, size: int, asks: int, optuna_url: str | None = None) -> list[dict]:
+    """``optuna_url``: Optuna's own database (plain Optuna refuses hpo's: hpo.tracking.schema)."""
+    optuna_url = optuna_url or url
     from hpo.lifecycle import Transitions, TrialOutcome
     from hpo.space import SearchSpace
     from hpo.tracking.leases import Owner
@@ -107,7 +109,7 @@ def ask_latency(url: str, size: int, asks: int) -> list[dict]:
 
     hstudy = studies.load("lat", url)
     _seed_trials(hstudy, size)
-    ostudy = optuna.create_study(study_name="o", storage=url, sampler=_tpe())
+    ostudy = optuna.create_study(study_name="o", storage=optuna_url, sampler=_tpe())
     _seed_trials(ostudy, size)
     tracking = TrackingStore(url)
     space = SearchSpace.from_config(studies.stored_config(hstudy).parameters)
@@ -123,7 +125,7 @@ def ask_latency(url: str, size: int, asks: int) -> list[dict]:
         _objective(t)
         ostudy.tell(t, 1.0)
 
-    ostudy = optuna.load_study(study_name="o", storage=url, sampler=_tpe())
+    ostudy = optuna.load_study(study_name="o", storage=optuna_url, sampler=_tpe())
     rows = []
     for label, fn in (("hpo agent ask", hpo_ask), ("optuna ask", optuna_ask)):
         times = []
@@ -162,8 +164,8 @@ def main(argv: list[str] | None = None) -> None:
                               "ratio"]))
     lat = []
     for size in args.sizes:
-        with postgres_storage() as url:
-            lat += ask_latency(url, size, args.asks)
+        with postgres_storage() as url, postgres_storage() as optuna_url:
+            lat += ask_latency(url, size, args.asks, optuna_url)
     if lat:
         print("\n# ask latency (TPE, PostgreSQL)\n")
         print(markdown(lat, ["finished_trials", "who", "first_ask_ms", "p50_ms", "p99_ms"]))
