@@ -374,7 +374,7 @@ class Resources(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     cpu: float = Field(1, gt=0, allow_inf_nan=False)
-    gpu: float | Literal["auto"] = 0
+    gpu: float | Literal["auto"] = 0.0
 
     @field_validator("gpu", mode="before")
     @classmethod
