@@ -314,7 +314,7 @@ class MetricSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str
+    name: str | None = None  # None: nothing optimized (W&B grid/random without metric:)
     goal: Literal["minimize", "maximize"] = "minimize"
     target: float | None = Field(None, allow_inf_nan=False)
 
@@ -424,7 +424,7 @@ class SweepConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     method: Literal["grid", "random", "bayes", "tpe", "gp", "cmaes", "qmc"]
-    metric: MetricSpec
+    metric: MetricSpec = Field(default_factory=MetricSpec)
     parameters: dict[str, ParamSpec]
     early_terminate: EarlyTerminate | None = None
     run_cap: int | None = Field(None, ge=1)
@@ -465,9 +465,18 @@ class SweepConfig(BaseModel):
         if self.trainer and self.program:
             raise _fail("program", "either `trainer:` or `program:`, not both",
                         _Text(f"trainer: {self.trainer!r} and program: {self.program!r}"))
-        if not self.trainer and not self.program:
-            raise _fail("trainer", "`trainer:` (an hpo trainer or package.module:function) or "
-                        "`program:` (a training script)", _Text("neither"))
+        # Neither trainer:, program: nor command: is a W&B file meant for
+        # wandb.agent(sweep_id, function=train): it loads, and runs with an objective
+        # (run_sweep(config, objective=fn), hpo agent); hpo.trainer_ref says what is missing
+        # only when something has to run.
+        if self.metric.name is None:
+            stops = self.early_terminate is not None and self.early_terminate.type != "none"
+            if self.method not in ("grid", "random") or stops:
+                why = "early stopping" if stops else f"method {self.method}"
+                raise _fail("metric", f"`metric: {{name: ..., goal: minimize|maximize}}` "
+                            f"({why} needs a metric to optimize; only grid and random "
+                            "sweeps without early_terminate can run without one)",
+                            _Text("no metric"))
         if not self.parameters:
             raise _fail("parameters", "at least one parameter", {})
         seen: dict[str, tuple[str, ...]] = {}

@@ -125,10 +125,11 @@ class TrialRunner:
 def _final(
     result: Any, ctx: StudyTrialContext
 ) -> tuple[dict[str, float], float | None, str | None]:
-    """Final metrics, objective value and, if the trial must fail, why."""
+    """Final metrics, objective value and, if the trial must fail, why. A sweep without a
+    metric (W&B grid/random) records whatever the trainer returns, with no value."""
     name = ctx.objective
     if isinstance(result, (int, float)) and not isinstance(result, bool):
-        metrics = {name: float(result)}
+        metrics = {name or "value": float(result)}
     elif isinstance(result, dict):
         try:
             metrics = {str(k): float(v) for k, v in result.items()}
@@ -141,6 +142,8 @@ def _final(
             f"trainer returned {type(result).__name__}; return a dict of metrics "
             f"(with {name!r}) or a number"
         )
+    if name is None:
+        return metrics, None, None
     value = metrics.get(name)
     if value is None:
         value = ctx.last_objective()

@@ -190,7 +190,10 @@ class Transitions:
                 return False
             tell = _TELL.get(outcome.state, OptunaState.FAIL)
             if tell == OptunaState.COMPLETE:
-                self.study.tell(job.number, outcome.value, state=tell)
+                # a sweep without a metric has no value; Optuna needs one (its grid and
+                # random samplers ignore it; hpo's tracking row keeps None)
+                value = 0.0 if outcome.value is None else outcome.value
+                self.study.tell(job.number, value, state=tell)
             else:
                 self.study.tell(job.number, state=tell)
             self.store.end_trial(

@@ -68,8 +68,12 @@ def resolve(config: SweepConfig, objective: Trainer | None = None) -> Trainer:
         )
     if config.trainer:
         return import_ref(BUILTIN.get(config.trainer, config.trainer))
-    if config.program:
+    if config.program or config.command:
         from hpo.program import script_trainer
 
         return script_trainer(config)  # checks macros and runner options before anything runs
-    raise TrainerError("The sweep names no trainer: set `trainer:` or `program:`.")
+    raise TrainerError(
+        "This sweep names nothing to run (no `trainer:`, `program:` or `command:`; a W&B file "
+        "meant for wandb.agent(sweep_id, function=train)). Pass the function: "
+        "hpo.run_sweep(config, objective=train) or hpo.run_agent(..., objective=train), or "
+        "add `program: train.py` to the file.")

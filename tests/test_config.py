@@ -308,11 +308,11 @@ def test_nested_parameter_error_path(tmp_path: Path) -> None:
         ({"backend": "k8s"}, "backend", "'local', 'ray' or 'agents'", "'k8s'"),
         ({"trainer": "lora"}, "program", "either `trainer:` or `program:`, not both",
          "trainer: 'lora' and program: 'train.py'"),
-        ({"program": None}, "trainer", "`trainer:` (an hpo trainer", "neither"),
         ({"method": "grid", "parameters": {"lr": {"min": 0.1, "max": 1.0}}}, "parameters.lr",
          "finite values for method grid; parameter lr has distribution uniform; use values",
          "'uniform'"),
-        ({"metric": {"goal": "maximize"}}, "metric.name", "`name:` (required)", "nothing"),
+        ({"metric": {"goal": "maximize"}, "method": "tpe"}, "metric",
+         "`metric: {name: ..., goal: minimize|maximize}` (method tpe needs a metric", "no metric"),
         ({"parameters": {}}, "parameters", "at least one parameter", "{}"),
         ({"source": "x"}, "source", "a sweep key (method, metric", "unknown key 'source'"),
         ({"metrc": {}}, "metrc", "a sweep key", "unknown key 'metrc'; did you mean 'metric'?"),
@@ -326,8 +326,11 @@ def test_config_errors(extra: dict[str, Any], path: str, expected: str, found: s
 
 def test_missing_metric_and_parameters() -> None:
     msg = error({"program": "t.py", "method": "random"}, source="f.yaml")
-    assert "f.yaml: metric: expected `metric:` (required), found nothing" in msg
     assert "f.yaml: parameters: expected `parameters:` (required), found nothing" in msg
+    assert "metric" not in msg  # W&B: random and grid sweeps need no metric
+    msg = error({"program": "t.py", "method": "tpe", "parameters": {"x": {"values": [1, 2]}}},
+                source="f.yaml")
+    assert "f.yaml: metric: expected `metric: {name: ..., goal: minimize|maximize}`" in msg
 
 
 def test_grid_error_names_nested_param_line(tmp_path: Path) -> None:

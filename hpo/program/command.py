@@ -175,7 +175,7 @@ def arg_lists(params: Mapping[str, Any], nested_args: str = "json") -> dict[str,
 def build_argv(
     command: Sequence[str] | None,
     *,
-    program: str,
+    program: str | None,
     params: Mapping[str, Any],
     json_file: str,
     interpreter: str | None = None,
@@ -190,7 +190,7 @@ def build_argv(
     lists["env"] = [env_bin] if os.path.exists(env_bin) else []
     texts = {
         "interpreter": interpreter or sys.executable,
-        "program": program,
+        "program": program or "",
         "args_json": json.dumps(dict(params)),
         "args_json_file": json_file,
     }

@@ -276,7 +276,7 @@ def run_program(
     params: dict[str, Any],
     ctx: TrialContext,
     *,
-    program: str,
+    program: str | None,
     command: list[str] | None = None,
     cwd: str | os.PathLike[str] | None = None,
 ) -> dict[str, float]:
@@ -301,7 +301,7 @@ def run_program(
             command, program=program, params=script_params, json_file=str(params_file),
             nested_args=options.nested_args, environ=env,
         )
-        return _run(argv, ctx, options, workdir, env, metrics_file, program, shim)
+        return _run(argv, ctx, options, workdir, env, metrics_file, program or argv[0], shim)
     finally:
         shutil.rmtree(trial_dir, ignore_errors=True)
 
@@ -391,7 +391,7 @@ def _run(
             f"stderr tail:\n{watch.stderr_tail.text()}"
         )
     final = metrics.final()
-    if ctx.objective not in final:
+    if ctx.objective is not None and ctx.objective not in final:
         attrs()
         seen = sorted(final)
         listed = ", ".join(seen[:30]) + (f", ... ({len(seen)} in all)" if len(seen) > 30 else "")
@@ -416,8 +416,12 @@ def _run(
 def script_trainer(config: SweepConfig) -> Callable[..., dict[str, float]]:
     """The trainer for a ``program:`` sweep, checked before anything runs:
     ``functools.partial(run_program, program=..., command=...)``."""
-    if not config.program:
-        raise TrainerError("a program sweep needs `program:` (the training script)")
+    if not config.program and not config.command:
+        raise TrainerError("a program sweep needs `program:` (the training script) or "
+                           "`command:`")
+    if not config.program and any("${program}" in c for c in config.command or ()):
+        raise TrainerError("command: uses ${program} but the sweep names no `program:`; add "
+                           "it, or write the script into the command")
     check_command(config.command)
     parse_options({k: v for k, v in config.trainer_args.items() if k in OPTION_KEYS})
     return functools.partial(run_program, program=config.program, command=config.command)
