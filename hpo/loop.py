@@ -94,6 +94,7 @@ class TrialLoop:
         self._signal = False
         self._interruptible = False
         self._stop_asked = False
+        self._next_stop_check = 0.0
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self) -> LoopResult:
@@ -140,10 +141,13 @@ class TrialLoop:
               poll_s: float) -> bool:
         """One turn: reap, enforce timeouts, claim into free slots, poll, account. True when
         the loop is done."""
-        if time.monotonic() >= self._next_reap:
+        now = time.monotonic()
+        if now >= self._next_reap:
             self.result.reaped += len(self.transitions.reap(self.lease_s, self.owner))
-            self._stop_asked = self.store.get_sweep(self.sweep).status == "stopping"
             self._next_reap = time.monotonic() + max(0.2, min(5.0, self.lease_s / 4))
+        if now >= self._next_stop_check:  # `hpo stop`: one small read a second
+            self._stop_asked = self.store.get_sweep(self.sweep).status == "stopping"
+            self._next_stop_check = now + 1.0
         self._enforce_timeouts()
         refused = None
         while self.placement.free_slots() + prefetch > 0:

@@ -140,7 +140,8 @@ def test_join_existing_cluster_leaves_it_running(tmp_path, sqlite_url):
             time.sleep(1)
         sweep = tmp_path / "joined.yaml"
         sweep.write_text(
-            "method: random\nmetric: {name: loss}\nparameters:\n  x: {min: 0.0, max: 1.0}\n"
+            "name: joined\nmethod: random\nmetric: {name: loss}\n"
+            "parameters:\n  x: {min: 0.0, max: 1.0}\n"
             "trainer: examples.objectives:noop\nbudget: {trials: 4}\n"
         )
         proc = subprocess.run(
