@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from hpo.reporting.metrics import final_metrics, metric_names
+from hpo.reporting.metrics import final_metrics, finite, metric_names
 from hpo.tracking.records import (
     COMPLETE,
     FAILED,
@@ -72,17 +72,6 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[name] = value
     return out
-
-
-def finite(value: Any) -> float | None:
-    """``value`` as a finite float, else None (None, NaN, inf, strings)."""
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
 
 
 def is_number(value: Any) -> bool:

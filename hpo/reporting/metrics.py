@@ -13,11 +13,12 @@ from typing import Any
 
 from hpo.tracking.records import MetricRecord, TrialRecord, iso
 
-__all__ = ["final_metrics", "history_rows", "metric_names"]
+__all__ = ["final_metrics", "finite", "history_rows", "metric_names"]
 
 
-def _number(value: Any) -> float | None:
-    """A metric value as stored in JSON: a finite float, else None (NaN, inf, text)."""
+def finite(value: Any) -> float | None:
+    """``value`` as a finite float, else None (None, NaN, inf, strings): a metric value as
+    stored in JSON."""
     if value is None or isinstance(value, bool):
         return None
     try:
@@ -38,7 +39,7 @@ def final_metrics(
         seen = last.setdefault(int(m.number), {})
         prev = seen.get(m.name)
         if prev is None or int(m.step) >= prev[0]:
-            seen[m.name] = (int(m.step), _number(m.value))
+            seen[m.name] = (int(m.step), finite(m.value))
     out: dict[int, dict[str, float | None]] = {
         number: {name: value for name, (_, value) in seen.items()}
         for number, seen in last.items()
@@ -47,7 +48,7 @@ def final_metrics(
         values = out.setdefault(int(rec.number), {})
         for name, value in (rec.metrics or {}).items():
             if value is None or isinstance(value, int | float) and not isinstance(value, bool):
-                values[str(name)] = _number(value)
+                values[str(name)] = finite(value)
     return out
 
 
@@ -75,7 +76,7 @@ def history_rows(
             "trial": int(m.number),
             "step": int(m.step),
             "metric": m.name,
-            "value": _number(m.value),
+            "value": finite(m.value),
             "logged_at": iso(m.logged_at),
         }
         for m in history

@@ -17,6 +17,7 @@ import yaml
 import hpo
 from hpo.tracking import TrackingStore
 from tests.contracts.agreement import check_agreement, counted
+from tests.test_agents import _pg_restart_command
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -175,15 +176,6 @@ def test_postgres_error_classes(code, transient):
 
     exc = sa.exc.DBAPIError("SELECT 1", {}, Orig("x"))
     assert is_transient(exc, sqlite=False) is transient
-
-
-def _pg_restart_command() -> list[str] | None:
-    import shutil
-
-    if not shutil.which("pg_ctlcluster") or not os.path.isdir("/etc/postgresql"):
-        return None
-    version = sorted(os.listdir("/etc/postgresql"))[0]
-    return ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "restart"]
 
 
 @pytest.mark.slow
