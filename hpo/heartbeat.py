@@ -59,12 +59,4 @@ def keep_leases(store: Any, lease_s: float) -> LeaseKeeper:
         return keeper
 
 
-def stop_all() -> None:
-    """Stop every keeper of this process (tests; a process about to exit)."""
-    with _lock:
-        for keeper in _keepers.values():
-            keeper.stop()
-        _keepers.clear()
-
-
-__all__ = ["LeaseKeeper", "keep_leases", "stop_all"]
+__all__ = ["LeaseKeeper", "keep_leases"]

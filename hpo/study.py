@@ -53,21 +53,6 @@ def open_storage(
     return JournalStorage(SQLJournalBackend(store, name))  # errors: StorageError, URL masked
 
 
-def reload(study: optuna.Study) -> optuna.Study:
-    """The same study on a fresh replica of its journal.
-
-    Use after a KeyboardInterrupt (Ctrl-C, SIGTERM): one that lands while the storage replays
-    new journal lines can leave this process's in-memory copy short of a line.
-    """
-    from optuna.storages import JournalStorage
-
-    backend = getattr(study._storage, "_backend", None)
-    if backend is None:
-        return study
-    return optuna.load_study(study_name=study.study_name, storage=JournalStorage(backend),
-                             sampler=study.sampler, pruner=study.pruner)
-
-
 def sweep_name(config: SweepConfig, name: str | None = None) -> str:
     """The study name: --name, else the config's `name`, else its W&B `project:`, else the
     YAML file's stem plus a short hash of its `method`, `metric` and `parameters`
