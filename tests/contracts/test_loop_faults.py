@@ -65,8 +65,10 @@ def test_coordinator_killed_with_busy_workers_then_resumed(tmp_path, sqlite_url)
     os.kill(first.pid, signal.SIGKILL)
     first.wait(timeout=30)
     resumed = _hpo("sweep", str(path), "--no-report")
-    time.sleep(0.5)
-    (tmp_path / "gate").touch()  # now the orphans (and everything after) may finish
+    # the resumed sweep is running trials of its own beside the two orphans: only now may
+    # anything finish, so the resume surely meets the orphans running (no timing)
+    _wait_running(sqlite_url, "orphans", 3)
+    (tmp_path / "gate").touch()
     out, err = resumed.communicate(timeout=180)
     assert resumed.returncode == 0, err[-3000:]
     counts = check_agreement(sqlite_url, "orphans")
@@ -80,8 +82,10 @@ def test_two_coordinators_share_one_budget(tmp_path, sqlite_url):
     """Two `hpo sweep` on the same file at once: the second joins as another placement;
     together they run exactly the budget and nobody's results are lost."""
     path = _sweep_file(tmp_path, sqlite_url, "twice", budget={"trials": 10})
-    (tmp_path / "gate").touch()
     procs = [_hpo("sweep", str(path), "--no-report") for _ in range(2)]
+    running = _wait_running(sqlite_url, "twice", 4)  # both coordinators' workers hold one
+    assert len({t.pid for t in running}) == 4
+    (tmp_path / "gate").touch()
     errs = [p.communicate(timeout=240)[1] for p in procs]
     assert all(p.returncode == 0 for p in procs), errs
     counts = check_agreement(sqlite_url, "twice")
