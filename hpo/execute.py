@@ -102,23 +102,30 @@ class TrialRunner:
         error = None
         metrics: dict[str, float] = {}
         try:
-            with time_limit(self.timeout):
-                result = self.trainer({**cfg.trainer_args, **job.params}, ctx)
-            metrics, value, error = _final(result, ctx)
-            state = COMPLETE if error is None else FAILED
-        except TrialPruned:
-            state, value = PRUNED, ctx.last_objective()
-        except KeyboardInterrupt:
-            raise  # Ctrl-C / SIGTERM: the loop interrupts the trial and re-queues it
-        except TrialTimeout as exc:
-            state, value, error = FAILED, None, str(exc)
-        except BaseException as exc:  # the trainer's bug, bad input, sys.exit: this trial only
-            state, value = FAILED, None
-            error = f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc(limit=20)}"
-        duration = time.perf_counter() - start
-        gpu_memory.record(ctx, release=cfg.resources.gpu == "auto")
-        outcome = TrialOutcome(job.number, state, value, metrics, error, duration, self.worker)
-        kept = self.transitions.finish(job, outcome, self.owner)
+            try:
+                with time_limit(self.timeout):
+                    result = self.trainer({**cfg.trainer_args, **job.params}, ctx)
+                metrics, value, error = _final(result, ctx)
+                state = COMPLETE if error is None else FAILED
+            except TrialPruned:
+                state, value = PRUNED, ctx.last_objective()
+            except KeyboardInterrupt:
+                raise  # Ctrl-C / SIGTERM: the loop interrupts the trial and re-queues it
+            except TrialTimeout as exc:
+                state, value, error = FAILED, None, str(exc)
+            except BaseException as exc:  # the trainer's bug, bad input, sys.exit: this trial
+                state, value = FAILED, None
+                error = f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc(limit=20)}"
+            duration = time.perf_counter() - start
+            ctx.reports.close()  # no background writes from here: finish writes the rest
+            gpu_memory.record(ctx, release=cfg.resources.gpu == "auto")
+            outcome = TrialOutcome(job.number, state, value, metrics, error, duration,
+                                   self.worker)
+            kept = self.transitions.finish(job, outcome, self.owner,
+                                           reports=ctx.reports.write_pending)
+            ctx.reports.close(written=kept)
+        finally:
+            ctx.reports.close()
         return outcome if kept else replace(outcome, kept=False)
 
 

@@ -8,7 +8,8 @@ together, so no crash point leaves them disagreeing:
   first), sample the parameters, and write the trial's row as ``running``, owned by the loop
   with a fresh lease.
 - **start** (whoever trains it): take over the row's lease; refused once the trial was reaped.
-- **report**: an intermediate value and its metric row (hpo.trial).
+- **report**: intermediate values and their metric rows, a batch at a time
+  (hpo.report_buffer); the last batch is written inside **finish**.
 - **finish**: tell the result and end the row, only while the trial is still running and
   owned by the caller; a late result of a reaped trial is dropped (its retry owns it now).
 - **fail**: tell FAIL, end the row with the reason and, within ``max_retries``, mark it
@@ -180,14 +181,20 @@ class Transitions:
             lambda: leases.take(self.store, self.sweep, job.number, owner, device),
             f"start trial {job.number}", total_s=self.retry_s))
 
-    def finish(self, job: TrialJob, outcome: TrialOutcome, owner: Owner) -> bool:
-        """Record ``outcome`` if ``owner`` still holds the trial; returns whether it did."""
+    def finish(
+        self, job: TrialJob, outcome: TrialOutcome, owner: Owner,
+        *, reports: Callable[[], None] | None = None,
+    ) -> bool:
+        """Record ``outcome`` if ``owner`` still holds the trial; returns whether it did.
+        ``reports``: writes the trial's buffered reports, in the same transaction."""
 
         def op() -> bool:
             state, worker = leases.owner_of(self.store, self.sweep, job.number)
             frozen = studies.get_trial(self.study, job.trial_id)
             if frozen.state.is_finished() or state != RUNNING or worker != str(owner):
                 return False
+            if reports is not None:
+                reports()
             tell = _TELL.get(outcome.state, OptunaState.FAIL)
             if tell == OptunaState.COMPLETE:
                 # a sweep without a metric has no value; Optuna needs one (its grid and

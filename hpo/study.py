@@ -7,9 +7,13 @@ sweep's journal in the tracking database (hpo.tracking.journal), one journal per
 
 from __future__ import annotations
 
+import copy
 import logging
+import math
+import time
+from collections.abc import Container
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import TrialState
@@ -233,6 +237,73 @@ def ask_id(trial: optuna.trial.Trial) -> int:
 def get_trial(study: optuna.Study, tid: int) -> optuna.trial.FrozenTrial:
     """Trial ``tid`` as this process's replica of the journal has it now (synced first)."""
     return study._storage.get_trial(tid)
+
+
+class _LaggingReads:
+    """A JournalStorage seen through its replica: trial lists are read from the database at
+    most every ``max_age_s`` (writes and everything else go to the storage itself)."""
+
+    def __init__(self, storage: optuna.storages.JournalStorage, max_age_s: float) -> None:
+        self._storage, self._max_age_s, self._synced = storage, max_age_s, -math.inf
+
+    def get_all_trials(self, study_id: int, deepcopy: bool = True,
+                       states: Container[TrialState] | None = None) -> list:
+        storage = self._storage
+        with storage._thread_lock:
+            if time.monotonic() - self._synced >= self._max_age_s:
+                storage._sync_with_backend()
+                self._synced = time.monotonic()
+            trials = storage._replay_result.get_all_trials(study_id, states)
+            return copy.deepcopy(trials) if deepcopy else trials
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._storage, name)
+
+
+def lagging_view(study: optuna.Study, max_age_s: float) -> optuna.Study:
+    """``study`` for a pruner that may see other trials up to ``max_age_s`` late: its trial
+    lists come from this process's replica, read from the database at most that often.
+    (Not for Hyperband: it builds studies of its own from the storage.)"""
+    storage = study._storage
+    if max_age_s <= 0 or not isinstance(storage, optuna.storages.JournalStorage):
+        return study
+    view = copy.copy(study)
+    view._storage = _LaggingReads(storage, max_age_s)  # type: ignore[assignment]
+    return view
+
+
+def own_trial(study: optuna.Study, tid: int) -> optuna.trial.FrozenTrial:
+    """Trial ``tid`` as this process's replica has it, without reading the database: right
+    for a trial this process runs (only its runner writes its values and attributes)."""
+    storage = study._storage
+    if isinstance(storage, optuna.storages.JournalStorage):
+        with storage._thread_lock:
+            return storage._replay_result.get_trial(tid)
+    return storage.get_trial(tid)
+
+
+def set_intermediates(study: optuna.Study, tid: int, values: dict[int, float]) -> None:
+    """Write trial ``tid``'s intermediate values (step -> value) as one append to the journal.
+
+    What ``Trial.report`` writes, one journal line a step, without its cache (a write rolled
+    back with its transaction can be written again) and without a read per step.
+    """
+    from optuna.storages.journal._storage import JournalOperation
+
+    if not values:
+        return
+    storage = study._storage
+    if not isinstance(storage, optuna.storages.JournalStorage):
+        for step, value in values.items():
+            storage.set_trial_intermediate_value(tid, step, value)
+        return
+    with storage._thread_lock:
+        worker = storage._replay_result.worker_id
+        storage._backend.append_logs([
+            {"op_code": JournalOperation.SET_TRIAL_INTERMEDIATE_VALUE, "worker_id": worker,
+             "trial_id": tid, "step": step, "intermediate_value": value}
+            for step, value in values.items()])
+        storage._sync_with_backend()
 
 
 def set_trial_attr(study: optuna.Study, tid: int, key: str, value: object) -> None:

@@ -7,7 +7,7 @@ raises :class:`hpo.TrialPruned` when the pruner says stop.
 ``TrialContext`` itself is standalone (no study: it keeps reports in memory and never prunes
 unless ``prune_after_step`` is set), which is how a trainer is run or debugged outside a sweep.
 :class:`StudyTrialContext` is the one the sweep uses: reports go to the Optuna trial (so the
-pruner sees them) and to the tracking store.
+pruner sees them) and to the tracking store, in batches (hpo.report_buffer).
 """
 
 from __future__ import annotations
@@ -142,39 +142,22 @@ class StudyTrialContext(TrialContext):
             device=device,
             artifact_dir=artifact_dir,
         )
+        from hpo.report_buffer import ReportBuffer
+
         self._trial = trial
         self._tracking = tracking
-        self._pruned: bool | None = None
+        self._pruned = False
+        self.reports = ReportBuffer(trial, tracking, sweep, objective)
 
-    # Every write below rides out a storage outage (hpo.outage): a database restarting while
-    # the trainer runs must not fail the trial as if the trainer had a bug. The writes are
-    # idempotent (same step, same attrs), so a retry after a half-finished try is harmless.
-    # A report is one transaction (hpo.lifecycle.atomic): the metric rows and the
-    # intermediate value the pruner reads are written together or not at all.
+    # Reports go through a ReportBuffer (hpo.report_buffer): written in one transaction
+    # (hpo.lifecycle.atomic: metric rows and intermediate values together) when the pruner can
+    # decide, at least every second, and inside the trial's finish transaction. Every write
+    # rides out a storage outage (hpo.outage): a database restarting while the trainer runs
+    # must not fail the trial as if the trainer had a bug.
     def _record(self, step: int, metrics: dict[str, float]) -> None:
-        from hpo.lifecycle import atomic
-
-        value = metrics.get(self.objective)
-        report = value is not None and math.isfinite(value)
-
-        def op() -> None:
-            self._tracking.log_metrics(self.sweep, self.number, step, metrics)
-            if report:
-                try:
-                    self._trial.report(value, step)
-                except NotImplementedError:  # multi-objective studies cannot prune
-                    pass
-
-        self._pruned = None
-        atomic(self._trial.study, f"report step {step} of trial {self.number}", op)
-
-    def _report_objective(self, value: float, step: int) -> None:
-        pass  # written with the metrics in _record
+        self._pruned = self.reports.report(step, metrics)
 
     def should_prune(self) -> bool:
-        if self._pruned is None:
-            self._pruned = bool(retry_storage(self._trial.should_prune,
-                                              f"ask the pruner about trial {self.number}"))
         return self._pruned
 
     def _record_attrs(self, attrs: dict[str, Any]) -> None:

@@ -284,21 +284,39 @@ def test_bounded_history_keeps_best_running_and_a_thinned_rest(maximize: bool) -
 
 
 def test_bounded_tpe_asks_fast_on_a_big_study() -> None:
-    """10,000 finished trials: the bounded TPE asks as fast as plain TPE does at ~1,000."""
+    """10,000 finished trials: the bounded TPE asks about as fast as plain TPE does at 1,000.
+
+    Both are timed in the same run (the best of a few asks each), so a loaded machine slows
+    both alike; an absolute threshold failed in CI on a busy runner.
+    """
     import time
 
-    cfg = config("tpe")
-    study = optuna.create_study(sampler=make_sampler(cfg))
     dist = {"x": optuna.distributions.FloatDistribution(-5, 5)}
     rng = np.random.default_rng(0)
-    study.add_trials([optuna.trial.create_trial(params={"x": float(x)}, distributions=dist,
-                                                value=float(x * x))
-                      for x in rng.uniform(-5, 5, 10_000)])
-    t0 = time.perf_counter()
-    for _ in range(5):
-        trial = study.ask()
-        x = trial.suggest_float("x", -5, 5)
-        study.tell(trial, x * x)
-    per_ask = (time.perf_counter() - t0) / 5
-    assert per_ask < 0.25, f"{per_ask * 1000:.0f} ms per ask"  # ~0.3-1 s unbounded here
+
+    def seeded(sampler: optuna.samplers.BaseSampler, n: int) -> optuna.Study:
+        study = optuna.create_study(sampler=sampler)
+        study.add_trials([optuna.trial.create_trial(params={"x": float(x)}, distributions=dist,
+                                                    value=float(x * x))
+                          for x in rng.uniform(-5, 5, n)])
+        return study
+
+    def best_ask(study: optuna.Study) -> float:
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            trial = study.ask()
+            x = trial.suggest_float("x", -5, 5)
+            times.append(time.perf_counter() - t0)
+            study.tell(trial, x * x)
+        return min(times)
+
+    big = seeded(make_sampler(config("tpe")), 10_000)
+    bounded_ask = best_ask(big)
+    plain_ask = best_ask(seeded(optuna.samplers.TPESampler(seed=0), 1_000))
+    # unbounded TPE at 10,000 is ~10x plain at 1,000; the bound keeps it within ~2x
+    assert bounded_ask < 3 * plain_ask, (
+        f"bounded TPE at 10k: {bounded_ask * 1000:.0f} ms per ask, "
+        f"plain TPE at 1k: {plain_ask * 1000:.0f} ms")
+    study = big
     assert min(t.value for t in study.trials[-5:]) < 0.5  # still samples near the optimum

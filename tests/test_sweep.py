@@ -195,7 +195,7 @@ def test_storage_outage_inside_a_trainer_does_not_fail_the_trial(sqlite_url, mon
     out: the report is retried, the trial completes, nothing is lost or doubled."""
     from hpo.errors import StorageUnavailable
 
-    real_log, real_attrs = TrackingStore.log_metrics, TrackingStore.set_trial_attrs
+    real_log, real_attrs = TrackingStore.log_metrics_batch, TrackingStore.set_trial_attrs
     failures = {"log": 2, "attrs": 1}
 
     def flaky(kind, real):
@@ -206,7 +206,7 @@ def test_storage_outage_inside_a_trainer_does_not_fail_the_trial(sqlite_url, mon
             return real(self, *args, **kwargs)
         return call
 
-    monkeypatch.setattr(TrackingStore, "log_metrics", flaky("log", real_log))
+    monkeypatch.setattr(TrackingStore, "log_metrics_batch", flaky("log", real_log))
     monkeypatch.setattr(TrackingStore, "set_trial_attrs", flaky("attrs", real_attrs))
 
     def trainer(params, ctx):

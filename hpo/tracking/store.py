@@ -253,26 +253,29 @@ class TrackingStore(TrackingQueries, Database):
     def log_metrics(self, sweep: str, number: int, step: int, metrics: dict[str, float]) -> None:
         """One row per (trial, step, name); logging the same step again overwrites it.
         The trial's ``steps`` becomes the largest step reported so far."""
-        if not metrics:
-            return
-        step = int(step)
+        self.log_metrics_batch(sweep, number, [(step, metrics)])
+
+    def log_metrics_batch(
+        self, sweep: str, number: int, reports: list[tuple[int, dict[str, float]]]
+    ) -> None:
+        """:meth:`log_metrics` for several steps of one trial, in one statement (a step given
+        twice keeps its last values)."""
         logged_at = _now()
+        by_key: dict[tuple[int, str], float] = {}
+        for step, metrics in reports:
+            for k, v in metrics.items():
+                by_key[(int(step), str(k))] = _float(v, f"metric {k!r}")
+        if not by_key:
+            return
+        top = max(step for step, _ in by_key)
 
         def op(conn: Connection) -> None:
             trial_id = self._trial_id(conn, sweep, number)
-            rows = [
-                {
-                    "trial_id": trial_id,
-                    "step": step,
-                    "name": str(k),
-                    "value": _float(v, f"metric {k!r}"),
-                    "logged_at": logged_at,
-                }
-                for k, v in metrics.items()
-            ]
+            rows = [{"trial_id": trial_id, "step": step, "name": name, "value": value,
+                     "logged_at": logged_at} for (step, name), value in by_key.items()]
             upsert(conn, M, rows, ["trial_id", "step", "name"], update=["value", "logged_at"])
             steps = sa.case(
-                (TR.c.steps.is_(None), step), (TR.c.steps < step, step), else_=TR.c.steps
+                (TR.c.steps.is_(None), top), (TR.c.steps < top, top), else_=TR.c.steps
             )
             conn.execute(sa.update(TR).where(TR.c.id == trial_id).values(steps=steps))
 
