@@ -291,7 +291,7 @@ def agent(
               f"stopped: {res.stopped_because}")
 
 
-_STATE_COLUMNS = ("complete", "pruned", "failed", "running", "interrupted")
+_STATE_COLUMNS = ("complete", "pruned", "paused", "failed", "running", "interrupted")
 
 
 @app.command()

@@ -89,7 +89,7 @@ _ET_KEYS: dict[str, frozenset[str]] = {
     "hyperband": frozenset({"min_iter", "max_iter", "s", "eta", "strict"}),
     "asha": frozenset(
         {"min_resource", "min_iter", "max_iter", "reduction_factor", "eta",
-         "min_early_stopping_rate", "strict"}
+         "min_early_stopping_rate", "strict", "pause"}
     ),
     "median": frozenset({"n_startup_trials", "n_warmup_steps", "interval_steps"}),
     "none": frozenset(),
@@ -336,6 +336,7 @@ class EarlyTerminate(BaseModel):
     n_startup_trials: int = Field(5, ge=0)
     n_warmup_steps: int = Field(0, ge=0)
     interval_steps: int = Field(1, ge=1)
+    pause: bool = False  # asha: pause trials at rungs and resume promoted ones (hpo.pause)
 
     @model_validator(mode="after")
     def _check(self) -> EarlyTerminate:

@@ -33,6 +33,11 @@ class TrialPruned(optuna.TrialPruned):
     """Raised by ``TrialContext.report`` when the pruner says stop. Let it propagate."""
 
 
+class TrialPaused(TrialPruned):
+    """Raised by ``TrialContext.report`` when a pausing ASHA stops the trial at a rung: save a
+    checkpoint before reporting (``ctx.save_checkpoint``) and the trial can be resumed."""
+
+
 class StorageUnavailable(StorageError):
     """The database cannot be reached right now (down, restarting, connection lost, a
     deadlock or lock timeout): retrying later can succeed. Other ``StorageError``s are real

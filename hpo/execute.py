@@ -21,12 +21,13 @@ from typing import Any
 import optuna
 
 from hpo import gpu_memory
+from hpo.checkpoints import Checkpoints
 from hpo.config import SweepConfig, parse_config
-from hpo.errors import TrialPruned
+from hpo.errors import TrialPaused, TrialPruned
 from hpo.heartbeat import keep_leases
 from hpo.lifecycle import Transitions, TrialJob, TrialOutcome
 from hpo.outage import retry_storage
-from hpo.states import COMPLETE, FAILED, INTERRUPTED, PRUNED
+from hpo.states import COMPLETE, FAILED, INTERRUPTED, PAUSED, PRUNED
 from hpo.study import load, open_storage
 from hpo.timeouts import TrialTimeout, time_limit
 from hpo.tracking.leases import Owner
@@ -81,6 +82,8 @@ class TrialRunner:
         self.timeout: float | None = getattr(self.config, "timeout", None)
         self.transitions = Transitions(self.study, spec.study,
                                        max_retries=self.config.max_retries)
+        et = self.config.early_terminate
+        self.pausing = bool(et and et.pause)
         keep_leases(self.tracking, spec.lease_s)
 
     def run(self, job: TrialJob) -> TrialOutcome:
@@ -95,7 +98,7 @@ class TrialRunner:
         ctx = StudyTrialContext(
             trial, self.tracking, job.params, objective=cfg.metric.name, goal=cfg.metric.goal,
             sweep=self.spec.study, device=device,
-            artifact_dir=self.spec.artifact_dir,
+            artifact_dir=self.spec.artifact_dir, pausing=self.pausing,
         )
         gpu_memory.reset()
         start = time.perf_counter()
@@ -107,6 +110,8 @@ class TrialRunner:
                     result = self.trainer({**cfg.trainer_args, **job.params}, ctx)
                 metrics, value, error = _final(result, ctx)
                 state = COMPLETE if error is None else FAILED
+            except TrialPaused:
+                state, value = PAUSED, ctx.last_objective()
             except TrialPruned:
                 state, value = PRUNED, ctx.last_objective()
             except KeyboardInterrupt:
@@ -124,6 +129,8 @@ class TrialRunner:
             kept = self.transitions.finish(job, outcome, self.owner,
                                            reports=ctx.reports.write_pending)
             ctx.reports.close(written=kept)
+            if kept and state in (COMPLETE, PRUNED):  # only a paused trial is resumed later
+                Checkpoints(ctx.checkpoint_dir).delete()
         finally:
             ctx.reports.close()
         return outcome if kept else replace(outcome, kept=False)

@@ -4,9 +4,9 @@ Every transition below is ONE database transaction that locks the sweep's journa
 the study as it is under that lock, and writes the Optuna journal lines and the tracking rows
 together, so no crash point leaves them disagreeing:
 
-- **claim** (a loop): check the budget and the end of a grid, ask the study (a re-queued trial
-  first), sample the parameters, and write the trial's row as ``running``, owned by the loop
-  with a fresh lease.
+- **claim** (a loop): resume a promotable paused trial (hpo.pause), else check the budget
+  and the end of a grid, ask the study (a re-queued trial first); sample the parameters, and
+  write the trial's row as ``running``, owned by the loop with a fresh lease.
 - **start** (whoever trains it): take over the row's lease; refused once the trial was reaped.
 - **report**: intermediate values and their metric rows, a batch at a time
   (hpo.report_buffer); the last batch is written inside **finish**.
@@ -39,16 +39,18 @@ from typing import Any, TypeVar
 import optuna
 from optuna.trial import TrialState as OptunaState
 
+from hpo import pause
 from hpo import study as studies
 from hpo.errors import StorageUnavailable
-from hpo.states import COMPLETE, FAILED, INTERRUPTED, PRUNED, RUNNING
+from hpo.states import COMPLETE, FAILED, INTERRUPTED, PAUSED, PRUNED, RUNNING
 from hpo.tracking import leases
 from hpo.tracking.leases import Owner
 
 log = logging.getLogger("hpo.lifecycle")
 T = TypeVar("T")
 
-_TELL = {COMPLETE: OptunaState.COMPLETE, PRUNED: OptunaState.PRUNED, FAILED: OptunaState.FAIL}
+_TELL = {COMPLETE: OptunaState.COMPLETE, PRUNED: OptunaState.PRUNED, PAUSED: OptunaState.PRUNED,
+         FAILED: OptunaState.FAIL}
 _FROM_OPTUNA = {OptunaState.COMPLETE: COMPLETE, OptunaState.PRUNED: PRUNED}
 LOOP_KIND = "loop"  # owner kind of a trial claimed by a loop and not yet started by a worker
 
@@ -111,14 +113,17 @@ class Transitions:
     """The transitions of one sweep's trials, made by one process (see the module doc)."""
 
     def __init__(
-        self, study: optuna.Study, sweep: str, *, max_retries: int = 1, retry_s: float = 120.0
+        self, study: optuna.Study, sweep: str, *, max_retries: int = 1, retry_s: float = 120.0,
+        pause: bool = False,
     ) -> None:
+        """``pause``: resume promotable paused trials before new ones (hpo.pause)."""
         store = studies.store_of(study)
         if store is None:
             raise TypeError("hpo.lifecycle needs a study opened by hpo.study.open_storage")
         self.study, self.store, self.sweep = study, store, sweep
         self.max_retries = max_retries
         self.retry_s = retry_s
+        self.pause = pause
 
     def _atomic(self, action: str, fn: Callable[[], T]) -> T:
         return atomic(self.study, action, fn, retry_s=self.retry_s)
@@ -144,11 +149,19 @@ class Transitions:
                 adopted = self._adopt(owner, known)
                 if adopted is not None:
                     return adopted
-            if budget is not None and studies.counted_trials(self.study, running=True) >= budget:
-                return "budget"
-            if grid and studies.waiting_trials(self.study) == 0:
-                return "grid"
-            trial = self.study.ask()
+            resume = pause.next_resume(self.study) if self.pause else None
+            if resume is not None:  # promotions first, past the budget too (hpo.pause)
+                paused, rungs = resume
+                trial = studies.start_copy(self.study, paused, {
+                    studies.RESUME_OF_ATTR: paused.number,
+                    pause.RUNGS_ATTR: {str(k): v for k, v in rungs.items()}})
+            else:
+                if budget is not None and \
+                        studies.counted_trials(self.study, running=True) >= budget:
+                    return "budget"
+                if grid and studies.waiting_trials(self.study) == 0:
+                    return "grid"
+                trial = self.study.ask()
             params = space.suggest(trial)
             self.store.start_trial(
                 self.sweep, trial.number, params,
@@ -196,6 +209,8 @@ class Transitions:
             if reports is not None:
                 reports()
             tell = _TELL.get(outcome.state, OptunaState.FAIL)
+            if outcome.state == PAUSED:  # Optuna: pruned; hpo.pause may resume it later
+                studies.set_trial_attr(self.study, job.trial_id, pause.PAUSED_ATTR, True)
             if tell == OptunaState.COMPLETE:
                 # a sweep without a metric has no value; Optuna needs one (its grid and
                 # random samplers ignore it; hpo's tracking row keeps None)
@@ -264,8 +279,9 @@ class Transitions:
             return frozen
         state, _ = leases.owner_of(self.store, self.sweep, number)
         if state == RUNNING and frozen.state.is_finished():
-            self.store.end_trial(self.sweep, number, _FROM_OPTUNA.get(frozen.state, FAILED),
-                                 value=frozen.value)
+            ended = PAUSED if frozen.user_attrs.get(pause.PAUSED_ATTR) else \
+                _FROM_OPTUNA.get(frozen.state, FAILED)
+            self.store.end_trial(self.sweep, number, ended, value=frozen.value)
         return None
 
     def _requeue(self, frozen: optuna.trial.FrozenTrial, number: int, attempt: int) -> None:

@@ -85,8 +85,9 @@ class TrialLoop:
         self.max_trials = max_trials
         self.on_progress = on_progress
         self.owner = Owner.here(LOOP_KIND)
+        et = config.early_terminate
         self.transitions = Transitions(study, sweep, max_retries=config.max_retries,
-                                       retry_s=retry_s)
+                                       retry_s=retry_s, pause=bool(et and et.pause))
         self.timeout: float | None = getattr(config, "timeout", None)
         self.result = LoopResult()
         self._open: dict[int, TrialJob] = {}  # claimed here, not yet accounted for

@@ -57,7 +57,7 @@ INSTALL_HINT = "pip install 'hpo[mlflow]'"
 #: trial state -> MLflow run status
 RUN_STATUS = {
     "running": "RUNNING", "complete": "FINISHED", "failed": "FAILED", "pruned": "KILLED",
-    "interrupted": "KILLED",
+    "interrupted": "KILLED", "paused": "KILLED",
 }
 #: sweep status -> MLflow status of the parent run
 SWEEP_RUN_STATUS = {

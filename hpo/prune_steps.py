@@ -93,3 +93,15 @@ def _interval_due(pruner: PercentilePruner | MedianPruner, step: int,
     nearest = (step - warmup) // interval * interval + warmup
     previous = max((s for s in steps if s != step), default=-1)
     return previous < nearest
+
+
+def ladder(pruner: optuna.pruners.BasePruner) -> SuccessiveHalvingPruner | None:
+    """The successive-halving ladder behind ``pruner`` (asha, lenient or not), once its rungs
+    are known; None for other pruners or before then."""
+    if isinstance(pruner, BestSoFarPruner):
+        return ladder(pruner.pruner)
+    if isinstance(pruner, AshaPruner):
+        pruner = pruner._inner
+    if isinstance(pruner, SuccessiveHalvingPruner) and pruner._min_resource is not None:
+        return pruner
+    return None

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from optuna.pruners import HyperbandPruner
 
+from hpo import pause
 from hpo import study as studies
 from hpo.lifecycle import atomic
 from hpo.outage import retry_storage
@@ -83,7 +84,10 @@ class ReportBuffer:
         self._asked = False  # the pruner was asked about this trial
         self._frozen = retry_storage(lambda: studies.get_trial(self._study, trial._trial_id),
                                      f"read trial {self._number}")
-        self._attrs: dict[str, Any] = dict(self._frozen.system_attrs)
+        # a resumed trial (hpo.pause) carries its parent's rungs: judged next at the one above
+        self._inherited = pause.inherited_attrs(self._frozen)
+        self.resume_of: int | None = self._frozen.user_attrs.get(studies.RESUME_OF_ATTR)
+        self._attrs: dict[str, Any] = {**self._inherited, **self._frozen.system_attrs}
         # what the pruner reads other trials from: at most flush_s old (hpo.study.lagging_view)
         self._judge = self._study if isinstance(self._study.pruner, HyperbandPruner) or (
             isinstance(self._study.pruner, BestSoFarPruner)
@@ -160,12 +164,14 @@ class ReportBuffer:
             for step, value in self._pending_values().items():
                 values.setdefault(step, value)
             view.intermediate_values = values
+            if self._inherited:
+                view.system_attrs = {**self._inherited, **stored.system_attrs}
             return bool(self._study.pruner.prune(self._judge, view))
 
         pruned = retry_storage(ask, f"ask the pruner about trial {self._number}")
         self._asked = True
         self.decisions += 1
-        self._attrs = dict(studies.own_trial(self._study, tid).system_attrs)
+        self._attrs = {**self._inherited, **studies.own_trial(self._study, tid).system_attrs}
         return pruned
 
     def _pending_values(self) -> dict[int, float]:

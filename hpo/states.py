@@ -9,6 +9,9 @@ Trial states (a ``str`` enum, so ``TrialState.COMPLETE == "complete"``):
 - ``failed``: the trainer raised or exited, timed out, or its worker was lost.
 - ``interrupted``: the sweep was stopped (Ctrl-C, SIGTERM) while it ran; its parameters are
   queued again and a resumed sweep runs them first.
+- ``paused``: stopped at a rung by ``early_terminate: {type: asha, pause: true}`` with its
+  checkpoint kept; when the promotion rule later picks it, a new trial (``resume_of`` it)
+  continues from that checkpoint (hpo.pause). The paused row itself stays ``paused``.
 
 A finished state (all but ``running``) never changes again.
 
@@ -28,6 +31,7 @@ class TrialState(StrEnum):
     PRUNED = "pruned"
     FAILED = "failed"
     INTERRUPTED = "interrupted"
+    PAUSED = "paused"
 
 
 class SweepStatus(StrEnum):
@@ -43,6 +47,7 @@ COMPLETE = TrialState.COMPLETE.value
 PRUNED = TrialState.PRUNED.value
 FAILED = TrialState.FAILED.value
 INTERRUPTED = TrialState.INTERRUPTED.value
+PAUSED = TrialState.PAUSED.value
 
 #: Every trial state, in the order ``TrackingStore.counts`` returns them.
 TRIAL_STATES: tuple[str, ...] = tuple(s.value for s in TrialState)
@@ -50,6 +55,6 @@ TRIAL_STATES: tuple[str, ...] = tuple(s.value for s in TrialState)
 SWEEP_STATUSES: tuple[str, ...] = tuple(s.value for s in SweepStatus)
 
 __all__ = [
-    "COMPLETE", "FAILED", "INTERRUPTED", "PRUNED", "RUNNING", "SWEEP_STATUSES", "TRIAL_STATES",
-    "SweepStatus", "TrialState",
+    "COMPLETE", "FAILED", "INTERRUPTED", "PAUSED", "PRUNED", "RUNNING", "SWEEP_STATUSES",
+    "TRIAL_STATES", "SweepStatus", "TrialState",
 ]

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from hpo.tracking import TrackingStore
 
 CONFIG_ATTR = "hpo_config"
+RESUME_OF_ATTR = "hpo_resume_of"  # hpo.pause: the paused trial a trial continues
 RETRIED_ATTR = "hpo_retried"
 INTERRUPTED_ATTR = "hpo_interrupted"
 RETRY_OF_ATTR = "hpo_retry_of"
@@ -205,10 +206,12 @@ def stored_config(study: optuna.Study) -> SweepConfig:
 
 def counted_trials(study: optuna.Study, *, running: bool = False) -> int:
     """Trials that count toward the budget: finished ones (and, with ``running``, running
-    ones), except those retried or interrupted (their re-queued copy counts instead)."""
+    ones), except those retried or interrupted (their re-queued copy counts instead) and
+    resumed ones (hpo.pause: the configuration counted when it first ran)."""
     n = 0
     for t in study.get_trials(deepcopy=False, states=_ASKED if running else FINISHED):
-        if not t.user_attrs.get(RETRIED_ATTR) and not t.user_attrs.get(INTERRUPTED_ATTR):
+        if not t.user_attrs.get(RETRIED_ATTR) and not t.user_attrs.get(INTERRUPTED_ATTR) \
+                and RESUME_OF_ATTR not in t.user_attrs:
             n += 1
     return n
 
@@ -270,6 +273,18 @@ def lagging_view(study: optuna.Study, max_age_s: float) -> optuna.Study:
     view = copy.copy(study)
     view._storage = _LaggingReads(storage, max_age_s)  # type: ignore[assignment]
     return view
+
+
+def start_copy(study: optuna.Study, source: optuna.trial.FrozenTrial,
+               user_attrs: dict[str, Any]) -> optuna.trial.Trial:
+    """A new RUNNING trial with ``source``'s parameters and ``user_attrs``, created directly
+    (not queued: a queued trial would wait behind every trial queued before it)."""
+    from optuna.trial import create_trial
+
+    template = create_trial(state=TrialState.RUNNING, params=source.params,
+                            distributions=source.distributions, user_attrs=user_attrs)
+    tid = study._storage.create_new_trial(study._study_id, template_trial=template)
+    return optuna.trial.Trial(study, tid)
 
 
 def own_trial(study: optuna.Study, tid: int) -> optuna.trial.FrozenTrial:

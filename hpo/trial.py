@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hpo.errors import TrainerError, TrialPruned
+from hpo.errors import TrainerError, TrialPaused, TrialPruned
 from hpo.outage import retry_storage
 
 if TYPE_CHECKING:
@@ -63,6 +63,7 @@ class TrialContext:
         device: str | None = None,
         artifact_dir: str | os.PathLike[str] | None = None,
         prune_after_step: int | None = None,
+        resume_of: int | None = None,
     ) -> None:
         self.params: dict[str, Any] = dict(params or {})
         self.objective = objective
@@ -75,6 +76,8 @@ class TrialContext:
         self.history: list[tuple[int, dict[str, float]]] = []
         self.attrs: dict[str, Any] = {}
         self.last_step: int | None = None
+        self.resume_of: int | None = resume_of
+        self.pausing = False  # a pausing ASHA judges this trial (save checkpoints)
 
     # -- what trainers call -------------------------------------------------------------
     def report(self, metrics: Mapping[str, Any], step: int) -> None:
@@ -88,7 +91,7 @@ class TrialContext:
         if value is not None and math.isfinite(value):
             self._report_objective(value, step)
             if self.should_prune():
-                raise TrialPruned(f"pruned at step {step} ({self.objective}={value:.6g})")
+                raise self._stopped(step, value)
 
     def should_prune(self) -> bool:
         """True when the pruner wants this trial stopped (report() already raises for you)."""
@@ -99,7 +102,53 @@ class TrialContext:
         self.attrs.update(attrs)
         self._record_attrs(attrs)
 
+    # -- checkpoints (pause and resume, hpo.pause) ------------------------------------------
+    @property
+    def checkpoint_dir(self) -> Path:
+        """Where this trial's checkpoints go (``artifact_dir/trial-<N>/checkpoint``)."""
+        root = self.artifact_dir or Path("artifacts") / self.sweep
+        return root / f"trial-{self.number}" / "checkpoint"
+
+    def save_checkpoint(self, obj_or_path: Any, step: int | None = None) -> Path:
+        """Save training state so the trial can be resumed: an object (pickled: a dict of
+        state dicts, say) or a file or directory (copied). Call it before ``report`` at the
+        steps the pruner judges; returns where it was saved."""
+        from hpo.checkpoints import Checkpoints
+
+        step = self.last_step if step is None else int(step)
+        return Checkpoints(self.checkpoint_dir).save(obj_or_path, step)
+
+    def load_checkpoint(self) -> Any | None:
+        """The checkpoint this trial resumes from (what the paused trial it continues saved:
+        the object, or the path of the saved file or directory), else None."""
+        from hpo.checkpoints import Checkpoints
+
+        source = self.resume_dir
+        return None if source is None else Checkpoints(source).load()
+
+    @property
+    def resume_dir(self) -> Path | None:
+        """The checkpoint directory of the trial this one resumes, if it saved one."""
+        from hpo.checkpoints import Checkpoints
+
+        if self.resume_of is None:
+            return None
+        root = self.artifact_dir or Path("artifacts") / self.sweep
+        path = root / f"trial-{self.resume_of}" / "checkpoint"
+        return path if Checkpoints(path).exists() else None
+
+    @property
+    def resume_step(self) -> int | None:
+        """The step the checkpoint to resume from was saved at (continue after it)."""
+        from hpo.checkpoints import Checkpoints
+
+        source = self.resume_dir
+        return None if source is None else Checkpoints(source).step()
+
     # -- hooks for subclasses --------------------------------------------------------------
+    def _stopped(self, step: int, value: float) -> TrialPruned:
+        return TrialPruned(f"pruned at step {step} ({self.objective}={value:.6g})")
+
     def _record(self, step: int, metrics: dict[str, float]) -> None:
         pass
 
@@ -132,6 +181,7 @@ class StudyTrialContext(TrialContext):
         sweep: str,
         device: str | None = None,
         artifact_dir: str | os.PathLike[str] | None = None,
+        pausing: bool = False,
     ) -> None:
         super().__init__(
             params,
@@ -148,6 +198,15 @@ class StudyTrialContext(TrialContext):
         self._tracking = tracking
         self._pruned = False
         self.reports = ReportBuffer(trial, tracking, sweep, objective)
+        self.resume_of = self.reports.resume_of
+        self.pausing = pausing
+        if self.resume_of is not None:
+            self.set_attrs(resume_of=self.resume_of, resume_step=self.resume_step)
+
+    def _stopped(self, step: int, value: float) -> TrialPruned:
+        if self.pausing:
+            return TrialPaused(f"paused at step {step} ({self.objective}={value:.6g})")
+        return super()._stopped(step, value)
 
     # Reports go through a ReportBuffer (hpo.report_buffer): written in one transaction
     # (hpo.lifecycle.atomic: metric rows and intermediate values together) when the pruner can

@@ -135,7 +135,7 @@ def test_status_json_and_csv(sqlite_url, capsys, monkeypatch):
     a = rows["a"]
     assert a["status"] == "finished" and a["trials"] == 5 and a["objective"] == "loss"
     assert a["counts"] == {"running": 1, "complete": 2, "pruned": 1, "failed": 1,
-                           "interrupted": 0}
+                           "interrupted": 0, "paused": 0}
     assert a["best_number"] == 0 and a["best_value"] == 0.5 and a["started"].endswith("+00:00")
     code, out, _ = hpo(capsys, monkeypatch, "status", "--storage", sqlite_url, "--format", "csv")
     head, *lines = out.strip().splitlines()

@@ -106,7 +106,7 @@ def test_live_sweep_parent_children_states_metrics_model(tmp_path, sqlite_url):
                                              "register": "hpo-best"})
     result = hpo.run_sweep(cfg, objective=live_objective)
     assert result.counts == {"running": 0, "complete": 2, "pruned": 1, "failed": 1,
-                             "interrupted": 0}
+                             "interrupted": 0, "paused": 0}
     assert seen_live == {"status": "RUNNING", "first": "FINISHED"}
     summary = result.extra["mlflow"]
     assert summary["final_ok"] and summary["syncs_failed"] == 0, summary

@@ -123,7 +123,8 @@ def test_counts_include_zeros_and_states_filter(storage_url):
     store.end_trial("s", 2, "complete", value=3.0)
     counts = store.counts("s")
     assert list(counts) == list(TRIAL_STATES)
-    assert counts == {"running": 2, "complete": 2, "pruned": 1, "failed": 0, "interrupted": 0}
+    assert counts == {"running": 2, "complete": 2, "pruned": 1, "failed": 0, "interrupted": 0,
+                      "paused": 0}
     assert [t.number for t in store.trials("s", states=["complete"])] == [0, 2]
     assert [t.number for t in store.trials("s", states=["running", "pruned"])] == [1, 3, 4]
     with pytest.raises(ValueError, match="Unknown trial state"):

@@ -314,3 +314,23 @@ def test_precision_choices_on_cpu():
     ctx, result = run(lora, {**TINY_BERT, "precision": "bf16", "max_steps": 4, "eval_every": 2,
                              "learning_rate": 1e-3})
     assert ctx.attrs["dtype"] == "bf16" and math.isfinite(result["eval_loss"])
+
+
+@pytest.mark.parametrize("trainer", [lora, full], ids=["lora", "full"])
+def test_paused_trial_resumes_batch_for_batch(trainer, tmp_path):
+    """A trial stopped at step 60 under a pausing ASHA and resumed from its checkpoint ends
+    with the metrics of the same trial run without stopping."""
+    params = dict(TINY_LLAMA, learning_rate=3e-3)
+    _, whole = run(trainer, params)
+    paused = TrialContext(params, objective="eval_loss", number=0, sweep="s",
+                          artifact_dir=tmp_path, prune_after_step=20)
+    paused.pausing = True
+    with pytest.raises(TrialPruned):
+        trainer.train(params, paused)
+    assert (tmp_path / "trial-0" / "checkpoint" / "LATEST").exists()
+    resumed = TrialContext(params, objective="eval_loss", number=1, sweep="s",
+                           artifact_dir=tmp_path, resume_of=0)
+    assert resumed.resume_step == 20
+    result = trainer.train(params, resumed)
+    assert [step for step, _ in resumed.history] == [40, 60]
+    assert result["eval_loss"] == pytest.approx(whole["eval_loss"], rel=1e-5)

@@ -4,7 +4,9 @@ The trial's optimizer (``trainers.optimizers``; no decay on biases and norms), a
 schedule with ``warmup_ratio``, gradient accumulation, ``max_grad_norm`` clipping, autocast
 (bf16/fp16) with a GradScaler for fp16, and an evaluation every ``eval_every`` optimizer steps
 (and at the end) reported to the trial with ``step`` = optimizer steps done. ``ctx.report``
-raising ``TrialPruned`` ends the loop at once. The training window's wall-clock start and end are
+raising ``TrialPruned`` ends the loop at once. Under a pausing ASHA (``ctx.pausing``) the
+state is saved before each report and a resumed trial (``ctx.resume_of``) continues from it,
+batch for batch as if it had not stopped. The training window's wall-clock start and end are
 kept in ``LoopStats`` (for measuring how trials overlap on a shared GPU).
 """
 
@@ -98,6 +100,9 @@ def train_loop(
     loss_sum = torch.zeros((), device=device)
     loss_count = 0
     loss = batch = None
+    if getattr(ctx, "resume_of", None) is not None:
+        _restore(ctx.load_checkpoint(), model, optimizer, scheduler, scaler, stream, stats,
+                 accum)
     try:
         model.train()
         synchronize(device)
@@ -140,6 +145,9 @@ def train_loop(
             stats.last_metrics = metrics
             loss_sum.zero_()
             loss_count = 0
+            if getattr(ctx, "pausing", False):  # a pausing ASHA may stop it here: resumable
+                ctx.save_checkpoint(_state(model, optimizer, scheduler, scaler, stats),
+                                    step=stats.steps)
             ctx.report(metrics, stats.steps)  # raises TrialPruned when the pruner says stop
             model.train()
             synchronize(device)
@@ -151,6 +159,56 @@ def train_loop(
         # (a loss tensor's grad_fn chain reaches the parameters through AccumulateGrad nodes)
         del optimizer, scheduler, scaler, trainable, stream, loss, batch
         model = None  # noqa: F841
+
+
+def _cpu(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu(v) for v in obj)
+    return obj
+
+
+def _state(model: torch.nn.Module, optimizer: Any, scheduler: Any, scaler: Any,
+           stats: LoopStats) -> dict[str, Any]:
+    """What resuming needs: the trained weights (the adapter, or the whole model for full
+    fine-tuning), optimizer, schedule, scaler and RNG state, and where the loop was."""
+    return {
+        "weights": {n: p.detach().cpu().clone() for n, p in model.named_parameters()
+                    if p.requires_grad},
+        "optimizer": _cpu(optimizer.state_dict()),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "rng": torch.get_rng_state(),
+        "steps": stats.steps, "examples_seen": stats.examples_seen,
+        "train_tokens": stats.train_tokens,
+    }
+
+
+def _restore(state: Any, model: torch.nn.Module, optimizer: Any, scheduler: Any, scaler: Any,
+             stream: Any, stats: LoopStats, accum: int) -> None:
+    """Continue where a paused trial stopped (nothing saved: start from step 0)."""
+    if not isinstance(state, dict) or "weights" not in state:
+        return
+    params = dict(model.named_parameters())
+    missing = [n for n in state["weights"] if n not in params]
+    if missing:
+        raise TrainerError(f"the checkpoint to resume from does not fit this model "
+                           f"(no parameter {missing[0]!r}); was the model changed?")
+    with torch.no_grad():
+        for name, value in state["weights"].items():
+            params[name].copy_(value.to(params[name].device))
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["rng"])
+    for _ in range(state["steps"] * accum):  # the same batches as an uninterrupted run
+        next(stream)
+    stats.steps = state["steps"]
+    stats.examples_seen = state["examples_seen"]
+    stats.train_tokens = state["train_tokens"]
 
 
 @torch.no_grad()

@@ -54,7 +54,10 @@ stdout/stderr; default true), ``env`` (extra environment variables). Other train
 not passed to the script: its arguments are the sweep's parameters, as in W&B.
 
 The script also gets ``HPO_TRIAL_NUMBER``, ``HPO_SWEEP``, ``HPO_OBJECTIVE``, ``HPO_TRIAL_DIR``
-(a scratch directory removed after the trial), ``HPO_PARAMS_FILE`` and ``PYTHONUNBUFFERED=1``.
+(a scratch directory removed after the trial), ``HPO_PARAMS_FILE``, ``PYTHONUNBUFFERED=1``,
+and for pause and resume (hpo.pause) ``HPO_CHECKPOINT_DIR`` (keep the latest training state
+there, written before each report) and, in a resumed trial, ``HPO_RESUME_DIR`` (the paused
+trial's state to continue from).
 POSIX only (process groups).
 """
 

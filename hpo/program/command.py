@@ -273,6 +273,16 @@ def build_env(
         "HPO_OBJECTIVE": str(ctx.objective),
         "HPO_TRIAL_DIR": str(trial_dir),
     })
+    # pause and resume (hpo.pause): the script keeps its latest state in HPO_CHECKPOINT_DIR
+    # (before it reports); a resumed trial finds the paused one's in HPO_RESUME_DIR
+    checkpoint = ctx.checkpoint_dir / "program"
+    checkpoint.mkdir(parents=True, exist_ok=True)
+    env["HPO_CHECKPOINT_DIR"] = str(checkpoint.resolve())
+    env.pop("HPO_RESUME_DIR", None)
+    if ctx.resume_of is not None:
+        root = ctx.checkpoint_dir.parent.parent / f"trial-{ctx.resume_of}" / "checkpoint"
+        if (root / "program").is_dir() and any((root / "program").iterdir()):
+            env["HPO_RESUME_DIR"] = str((root / "program").resolve())
     env.setdefault("PYTHONUNBUFFERED", "1")
     shim = use_wandb_shim(options.wandb_shim, env)
     path = [SHIM_DIR] if shim else []

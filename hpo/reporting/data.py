@@ -23,6 +23,7 @@ from hpo.tracking.records import (
     COMPLETE,
     FAILED,
     INTERRUPTED,
+    PAUSED,
     PRUNED,
     RUNNING,
     TRIAL_STATES,
@@ -47,7 +48,7 @@ IMPORTANCE_TREES = 64
 CONTOUR_POINTS = 2000  # trial markers drawn over the contour
 STALE_S = 3600.0  # a "running" sweep silent this long is drawn up to its last sign of life
 
-STATE_ORDER = (COMPLETE, PRUNED, FAILED, RUNNING, INTERRUPTED)
+STATE_ORDER = (COMPLETE, PRUNED, PAUSED, FAILED, RUNNING, INTERRUPTED)
 
 _LOG_DISTRIBUTIONS = {
     "log_uniform",

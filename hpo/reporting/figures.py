@@ -19,6 +19,7 @@ from hpo.reporting.data import (
     COMPLETE,
     FAILED,
     INTERRUPTED,
+    PAUSED,
     PRUNED,
     RUNNING,
     STATE_ORDER,
@@ -35,6 +36,7 @@ STATE_COLORS = {
     FAILED: "#d62728",
     RUNNING: "#2ca02c",
     INTERRUPTED: "#7f7f7f",
+    PAUSED: "#bcbd22",
 }
 STATE_SYMBOLS = {
     COMPLETE: "circle",
@@ -42,6 +44,7 @@ STATE_SYMBOLS = {
     FAILED: "triangle-down",
     RUNNING: "star",
     INTERRUPTED: "diamond",
+    PAUSED: "square",
 }
 PALETTE = (
     "#1f77b4",

@@ -20,6 +20,7 @@ from hpo.states import (  # noqa: E402 - re-exported
     COMPLETE,
     FAILED,
     INTERRUPTED,
+    PAUSED,
     PRUNED,
     RUNNING,
     SWEEP_STATUSES,
@@ -29,7 +30,8 @@ from hpo.states import (  # noqa: E402 - re-exported
 )
 
 __all__ = [
-    "COMPLETE", "FAILED", "INTERRUPTED", "PRUNED", "RUNNING", "SWEEP_STATUSES", "TRIAL_STATES",
+    "COMPLETE", "FAILED", "INTERRUPTED", "PAUSED", "PRUNED", "RUNNING", "SWEEP_STATUSES",
+    "TRIAL_STATES",
     "MetricRecord", "SweepRecord", "SweepStatus", "TrialRecord", "TrialState", "iso", "jsonable",
 ]
 

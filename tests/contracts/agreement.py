@@ -9,7 +9,7 @@ from hpo.tracking import TrackingStore
 
 _ROW_STATE = {
     optuna.trial.TrialState.COMPLETE: {"complete"},
-    optuna.trial.TrialState.PRUNED: {"pruned"},
+    optuna.trial.TrialState.PRUNED: {"pruned", "paused"},
     optuna.trial.TrialState.FAIL: {"failed", "interrupted"},
     optuna.trial.TrialState.RUNNING: {"running"},
 }

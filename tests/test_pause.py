@@ -1,0 +1,133 @@
+"""Pause and resume (hpo.pause): ASHA pauses trials at rungs, promotes them later, and the
+resumed trial continues from the paused one's checkpoint."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+import hpo
+from hpo.checkpoints import Checkpoints
+from hpo.errors import ConfigError
+from hpo.tracking import TrackingStore
+
+STEPS = 27
+
+
+# grid order: a good first trial, then mediocre ones that pause at rung 0, then worse ones
+# that make the mediocre ones the best third of rung 0, so they are promoted
+XS = [0.5, 0.6, 0.7, 0.9, 0.91, 0.92, 0.93, 0.94, 0.95, 0.96, 0.97, 0.98]
+
+
+def _config(storage: str, **et) -> dict:
+    return {
+        "name": "pause", "method": "grid", "seed": 5, "storage": storage,
+        "metric": {"name": "loss", "goal": "minimize"},
+        "parameters": {"x": {"values": XS}},
+        "early_terminate": {"type": "asha", "min_iter": 1, "eta": 3, "pause": True, **et},
+    }
+
+
+def _trainer(params, ctx):
+    """A learning curve that saves its state before every report and resumes from it."""
+    state = ctx.load_checkpoint() or {"step": 0, "trained": []}
+    loss = None
+    for step in range(state["step"] + 1, STEPS + 1):
+        loss = params["x"] + 1.0 / step
+        state = {"step": step, "trained": [*state["trained"], step]}
+        ctx.save_checkpoint(state, step=step)
+        ctx.report({"loss": loss}, step=step)
+    return {"loss": loss, "steps_trained": float(len(state["trained"]))}
+
+
+def test_paused_trials_are_promoted_and_resume_from_their_checkpoint(sqlite_url, tmp_path,
+                                                                     monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = hpo.run_sweep(_config(sqlite_url), objective=_trainer)
+    store = TrackingStore(sqlite_url)
+    trials = {t.number: t for t in store.trials("pause")}
+    paused = [t for t in trials.values() if t.state == "paused"]
+    resumed = [t for t in trials.values() if "resume_of" in t.attrs]
+    assert paused and resumed, result.counts
+    fresh = [t for t in trials.values() if "resume_of" not in t.attrs]
+    assert len(fresh) == len(XS)  # resumes do not count toward the budget
+    study = optuna.load_study(study_name="pause",
+                              storage=hpo.study.open_storage(sqlite_url, "pause"))
+    by_number = {t.number: t for t in study.trials}
+    for t in resumed:
+        parent = trials[t.attrs["resume_of"]]
+        assert parent.state == "paused" and parent.params == t.params
+        # it went on after the paused step: its first report is the step after
+        first = min(by_number[t.number].intermediate_values)
+        assert first == parent.steps + 1 == t.attrs["resume_step"] + 1
+    assert len({t.attrs["resume_of"] for t in resumed}) == len(resumed)  # each resumed once
+    assert any(t.steps >= 3 for t in resumed)  # a promoted trial passed the next rung
+    done = [t for t in trials.values() if t.state == "complete"]
+    # the configuration that reached the end trained each step once across its trials
+    for t in done:
+        assert t.metrics["steps_trained"] == STEPS
+        assert not Checkpoints(tmp_path / "artifacts" / "pause" / f"trial-{t.number}"
+                               / "checkpoint").exists()
+    # paused trials that were never promoted keep their checkpoint
+    waiting = [t for t in paused if t.number not in {r.attrs["resume_of"] for r in resumed}]
+    for t in waiting:
+        assert Checkpoints(tmp_path / "artifacts" / "pause" / f"trial-{t.number}"
+                           / "checkpoint").exists()
+
+
+def test_pause_needs_asha():
+    with pytest.raises(ConfigError, match="pause"):
+        hpo.config.parse_config({
+            "method": "random", "metric": {"name": "loss"}, "parameters": {"x": {"values": [1]}},
+            "early_terminate": {"type": "hyperband", "min_iter": 1, "pause": True}})
+
+
+def test_checkpoints_keep_the_previous_one_until_the_new_one_is_complete(tmp_path):
+    ckpt = Checkpoints(tmp_path / "c")
+    assert ckpt.load() is None and ckpt.step() is None
+    ckpt.save({"a": 1}, step=3)
+    src = tmp_path / "adapter"
+    src.mkdir()
+    (src / "w.bin").write_bytes(b"123")
+    saved = ckpt.save(src, step=9)
+    assert ckpt.step() == 9 and (ckpt.load() / "w.bin").read_bytes() == b"123"
+    assert saved == ckpt.load()
+    assert len(list((tmp_path / "c").glob("ckpt-*"))) == 1  # the older one is gone
+    (tmp_path / "c" / "LATEST").write_text("{broken")  # a save cut off before the rename
+    assert ckpt.load() is None
+
+
+SCRIPT = '''
+import argparse, json, os, pathlib, time
+import hpo
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--x", type=float)
+x = parser.parse_args().x
+state = pathlib.Path(os.environ["HPO_CHECKPOINT_DIR"]) / "state.json"
+start = 0
+if os.environ.get("HPO_RESUME_DIR"):
+    saved = pathlib.Path(os.environ["HPO_RESUME_DIR"]) / "state.json"
+    start = json.loads(saved.read_text())["step"]
+for step in range(start + 1, 28):
+    time.sleep(0.02)
+    state.write_text(json.dumps({"step": step}))
+    hpo.report({"loss": x + 1.0 / step}, step=step)
+'''
+
+
+def test_a_program_resumes_from_hpo_resume_dir(sqlite_url, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "train.py").write_text(SCRIPT)
+    cfg = _config(sqlite_url)
+    cfg["program"] = "train.py"
+    cfg["parameters"] = {"x": {"values": XS[:8]}}
+    hpo.run_sweep(cfg)
+    trials = TrackingStore(sqlite_url).trials("pause")
+    resumed = [t for t in trials if "resume_of" in t.attrs]
+    assert resumed and any(t.state == "paused" for t in trials)
+    study = optuna.load_study(study_name="pause",
+                              storage=hpo.study.open_storage(sqlite_url, "pause"))
+    by_number = {t.number: t for t in study.trials}
+    for t in resumed:  # it went on from the saved step, not from step 1
+        assert min(by_number[t.number].intermediate_values) > 1
