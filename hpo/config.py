@@ -2,7 +2,7 @@
 
 A sweep file is a Weights & Biases sweep file, accepted unchanged, plus hpo's own keys
 (``trainer``, ``trainer_args``, ``resources``, ``parallel``, ``backend``, ``storage``, ``seed``,
-``budget``, ``max_retries``, ``mlflow``; methods ``tpe|gp|cmaes|qmc``; early_terminate types
+``budget``, ``max_retries``, ``mlflow``; methods ``tpe|gp|cmaes|qmc|bohb``; early_terminate types
 ``asha|median|none``). W&B semantics followed here (from W&B's sweep docs and the
 ``wandb/sweeps`` JSON schema):
 
@@ -424,7 +424,7 @@ class SweepConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    method: Literal["grid", "random", "bayes", "tpe", "gp", "cmaes", "qmc"]
+    method: Literal["grid", "random", "bayes", "tpe", "gp", "cmaes", "qmc", "bohb"]
     metric: MetricSpec = Field(default_factory=MetricSpec)
     parameters: dict[str, ParamSpec]
     early_terminate: EarlyTerminate | None = None

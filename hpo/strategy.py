@@ -5,7 +5,10 @@ constant liar (parallel workers do not pile onto one point), reading a bounded h
 1,000 trials (hpo.history); ``random`` -> RandomSampler;
 ``grid`` -> RandomSampler (the sweep enqueues every grid point once, so the sampler only sees
 fixed values); ``cmaes`` -> CmaEsSampler with TPE for what CMA-ES cannot model (categoricals);
-``qmc`` -> scrambled Sobol QMCSampler. All take ``seed``.
+``qmc`` -> scrambled Sobol QMCSampler; ``bohb`` -> hpo.multifidelity.BohbSampler: the same TPE
+fit on the values trials reported at one budget (step), the largest with enough observations
+(BOHB's rule; rung steps when the pruner is successive halving or Hyperband), and plain ``tpe``
+until a budget has enough. All take ``seed``.
 
 Pruners:
 
@@ -64,6 +67,7 @@ from optuna.trial import TrialState
 
 from hpo.config import EarlyTerminate, SweepConfig
 from hpo.history import BoundedHistorySampler
+from hpo.multifidelity import BohbSampler
 
 Spec = tuple[type, dict[str, Any]]
 
@@ -132,9 +136,9 @@ class AshaPruner(BasePruner):
         return f"AshaPruner(reduction_factor={self.reduction_factor}, rungs={self.rungs})"
 
 
-def _tpe(seed: int | None) -> Spec:
+def _tpe(seed: int | None, n_startup_trials: int = 10) -> Spec:
     return TPESampler, {"multivariate": True, "group": True, "constant_liar": True,
-                        "n_startup_trials": 10, "seed": seed}
+                        "n_startup_trials": n_startup_trials, "seed": seed}
 
 
 def _sampler_spec(config: SweepConfig) -> Spec:
@@ -143,6 +147,10 @@ def _sampler_spec(config: SweepConfig) -> Spec:
         return GPSampler, {"seed": seed, "n_startup_trials": 10, "deterministic_objective": False}
     if method == "tpe":  # bounded history: asks stay fast past 1,000 trials (hpo.history)
         return BoundedHistorySampler, {"sampler": _tpe(seed)}
+    if method == "bohb":  # hpo's tpe until a budget has enough observations, then TPE there
+        return BohbSampler, {"fallback": (BoundedHistorySampler, {"sampler": _tpe(seed)}),
+                             "model": _tpe(None if seed is None else seed + 1, 0),
+                             "n_startup_trials": 10}
     if method == "cmaes":
         return CmaEsSampler, {"seed": seed, "warn_independent_sampling": False,
                               "independent_sampler": _tpe(seed)}
