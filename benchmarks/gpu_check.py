@@ -61,7 +61,8 @@ def profile(dry_run: bool) -> dict[str, Any]:
                       synthetic_size=200, max_length=32, batch_size=8, max_steps=3)
         lm = dict(common, model="tiny-llama", task="causal_lm", dataset="synthetic",
                   synthetic_size=300, packing=True, max_length=64, batch_size=4, max_steps=3)
-        sweep = dict(trials=8, parallel=4, resources={"cpu": 1, "gpu": 0}, ray_cpus=4, steps=30)
+        # toy: 4 trials, 2 at once (4 Ray workers importing torch on 2 cores cost ~15 s)
+        sweep = dict(trials=4, parallel=2, resources={"cpu": 1, "gpu": 0}, ray_cpus=2, steps=12)
         device = "cpu"
     else:
         common = dict(precision="bf16", seed=0, max_eval_examples=128, eval_batch_size=64,

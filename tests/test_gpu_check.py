@@ -1,6 +1,6 @@
 """benchmarks/gpu_check.sh: its dry run (CPU, toy sizes) end to end, and its helpers.
 
-The dry run starts its own local Ray in a subprocess and trains 8 + 9 tiny trials, so it is
+The dry run starts its own local Ray in a subprocess and trains 4 + 9 tiny trials, so it is
 marked slow (about a minute or two on 2 cores); the helper tests are fast.
 """
 
@@ -45,8 +45,8 @@ def test_dry_run_prints_every_section(tmp_path):
                                       for r in rows)
         assert sum("vs_peer" in r for r in rows) == 2
     sweep = data["sweep"]
-    assert sweep["counts"]["complete"] == 8
-    assert len(sweep["trials"]) == 8
+    assert sweep["counts"]["complete"] == 4
+    assert len(sweep["trials"]) == 4
     for trial in sweep["trials"]:  # (d): what the tracking store recorded
         assert trial["device"] == "cpu" and trial["attrs"]["device"] == "cpu"
         assert trial["attrs"]["dtype"] == "fp32"

@@ -52,9 +52,27 @@ def test_branin_sweep_prunes_and_records(storage_url):
     assert sorted({m.step for m in metrics}) == list(range(1, 10))
 
 
-def test_parallel_workers_are_processes(storage_url):
+def test_parallel_workers_are_processes(storage_url, tmp_path):
+    """Two worker processes each run trials. Each worker's first trial waits until the other
+    worker has started one too (on a loaded machine one worker could otherwise run all 12
+    before the second is up)."""
+    seen = tmp_path / "pids"
+    seen.mkdir()
+
+    def trainer(params, ctx):
+        import time as _time
+
+        (seen / str(os.getpid())).touch()
+        deadline = _time.monotonic() + 60
+        while len(list(seen.iterdir())) < 2 and _time.monotonic() < deadline:
+            _time.sleep(0.02)
+        from examples.objectives import branin
+
+        return branin({**params, "epochs": 9}, ctx)
+
     cfg = branin_config(storage_url, parallel=2, budget={"trials": 12}, method="random")
-    result = hpo.run_sweep(cfg)
+    del cfg["trainer"]
+    result = hpo.run_sweep(cfg, objective=trainer)
     assert sum(result.counts[k] for k in ("complete", "pruned")) == 12
     trials = TrackingStore(storage_url).trials("branin")
     pids = {t.pid for t in trials}
