@@ -354,7 +354,9 @@ def _ray_trainable(config: dict[str, Any], problem: str, seed: int) -> None:
         tune.report(out)
 
 
-def ray_init() -> None:
+def ray_init(num_cpus: int = 2) -> None:
+    """Local Ray for the Tune contenders, once per process (``num_cpus`` only counts on the
+    first call)."""
     import ray
 
     if ray.is_initialized():
@@ -362,7 +364,8 @@ def ray_init() -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     path = os.environ.get("PYTHONPATH", "")
     os.environ["PYTHONPATH"] = f"{REPO}{os.pathsep}{path}" if path else str(REPO)
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+    ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level="ERROR",
+             log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": os.environ["PYTHONPATH"]}})
 
 
