@@ -54,6 +54,7 @@ import os
 import platform
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -174,6 +175,14 @@ def _host_main(address: str, authkey: bytes, ready: Any) -> None:
 
     listener = Listener(address, family="AF_UNIX", authkey=authkey)
     lock = threading.Lock()  # the venv servers answer one request at a time anyway
+    parent = os.getppid()
+
+    def orphaned() -> None:  # the benchmark was killed: go too (the venv servers follow)
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=orphaned, daemon=True).start()
     ready.send("ready")
     ready.close()
 
@@ -399,6 +408,8 @@ def run_hpo(spec: RunSpec) -> dict[str, Any]:
             result = hpo.run_sweep(cfg, objective=trainer)
     finally:
         os.chdir(cwd)
+    if result.interrupted:  # run_sweep catches Ctrl-C/SIGTERM itself: pass it on, unrecorded
+        raise KeyboardInterrupt(f"hpo.run_sweep was interrupted ({spec.contender})")
     return {"t0": trainer.t0, "note": f"stopped: {result.extra.get('stopped_because', '')}; "
                                       f"counts {dict(result.counts)}"}
 
@@ -929,6 +940,10 @@ def report(out: Path, notes: list[str], command: str = "") -> str:
 
 
 # -- main -------------------------------------------------------------------------------------
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -951,6 +966,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--report-only", action="store_true")
     args = ap.parse_args(argv)
+    from benchmarks.quality.contenders import _quiet
+
+    _quiet()  # no INFO line per Optuna trial
+    # SIGTERM ends like Ctrl-C: the problem host and Ray are shut down, finished runs stay in
+    # runs.csv / trials.csv and the next invocation resumes from them
+    signal.signal(signal.SIGTERM, _interrupt)
     mode = SMOKE if args.smoke else FULL
     args.problem_list = args.problems.split(",") if args.problems else list(mode["problems"])
     args.contender_list = (args.contenders.split(",") if args.contenders
