@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import sys
+import warnings
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -768,6 +769,14 @@ def _show_usage_error(exc: BaseException) -> int:
     return code
 
 
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """A warning from hpo or a library: one line on stderr, without Python's source line."""
+    from rich.markup import escape
+
+    err.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+
+
 def main() -> None:
     """Entry point: user errors print one clear line, never a traceback.
 
@@ -775,6 +784,7 @@ def main() -> None:
     interrupted.
     """
     usage_errors, aborts = _usage_errors(), _aborts()
+    warnings.showwarning = _show_warning
     try:
         rc = app(standalone_mode=False)  # returns typer.Exit's code in this mode
         if isinstance(rc, int) and rc:

@@ -297,16 +297,42 @@ def _check_values(d: dict[str, Any]) -> None:
     values = d["values"] = fix_sci(values)
     for i, v in enumerate(values):
         _json_ok(("values", i), v)
-        if any(v == w for w in values[:i]):
-            raise _fail(("values", i), "distinct values", _Text(f"{v!r} twice"))
     probs = d.get("probabilities")
-    if probs is None:
+    if probs is not None:
+        if not isinstance(probs, list) or len(probs) != len(values):
+            raise _fail("probabilities", f"a list of {len(values)} numbers (one per value)",
+                        probs)
+        probs = d["probabilities"] = [_number("probabilities", p) for p in probs]
+        if any(p < 0 for p in probs) or not math.isclose(sum(probs), 1.0, abs_tol=1e-6):
+            raise _fail("probabilities", "non-negative numbers that sum to 1", probs)
+    _merge_repeated_values(d)
+
+
+def _merge_repeated_values(d: dict[str, Any]) -> None:
+    """A value listed twice (W&B accepts it) is kept once, with a warning; its probabilities
+    are added up, so random search draws it as often as W&B would."""
+    values, probs = d["values"], d.get("probabilities")
+    kept: list[Any] = []
+    weights: list[float] = []
+    repeated: list[Any] = []
+    for i, v in enumerate(values):
+        # 1 == 1.0 == True in Python: only the same type and value is a repeat
+        j = next((k for k, w in enumerate(kept) if type(w) is type(v) and w == v), None)
+        if j is None:
+            kept.append(v)
+            weights.append(probs[i] if probs is not None else 1.0)
+        else:
+            repeated.append(v)
+            weights[j] += probs[i] if probs is not None else 1.0
+    if not repeated:
         return
-    if not isinstance(probs, list) or len(probs) != len(values):
-        raise _fail("probabilities", f"a list of {len(values)} numbers (one per value)", probs)
-    probs = d["probabilities"] = [_number("probabilities", p) for p in probs]
-    if any(p < 0 for p in probs) or not math.isclose(sum(probs), 1.0, abs_tol=1e-6):
-        raise _fail("probabilities", "non-negative numbers that sum to 1", probs)
+    d["values"] = kept
+    if probs is not None:
+        d["probabilities"] = weights
+    how = ("its probabilities are added up" if probs is not None else
+           "random search draws each value equally often; give probabilities: to weight one")
+    warnings.warn(f"values {repeated!r} listed more than once in {values!r}: each is kept "
+                  f"once ({how})", UserWarning, stacklevel=2)
 
 
 class MetricSpec(BaseModel):
@@ -836,7 +862,9 @@ def _line_map(text: str, source: str) -> dict[tuple[Any, ...], int]:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except (yaml.YAMLError, RecursionError, ValueError, OverflowError):
         return {}  # no line numbers; the data itself is what gets validated
-    return _walk_nodes(root, source) if root is not None else {}
+    with warnings.catch_warnings():  # told once, when the text was loaded
+        warnings.simplefilter("ignore")
+        return _walk_nodes(root, source) if root is not None else {}
 
 
 def _walk_nodes(root: yaml.Node, source: str) -> dict[tuple[Any, ...], int]:
@@ -857,10 +885,11 @@ def _walk_nodes(root: yaml.Node, source: str) -> dict[tuple[Any, ...], int]:
                 if not isinstance(key_node, yaml.ScalarNode):
                     continue
                 key = (*path, key_node.value)
-                if key in lines:
-                    raise ConfigError(f"{source}:{key_node.start_mark.line + 1}: "
-                                      f"{'.'.join(map(str, key))}: duplicate key (first on line "
-                                      f"{lines[key]}); expected each key once")
+                if key in lines:  # YAML (and W&B, through yaml.safe_load): the last wins
+                    warnings.warn(f"{source}:{key_node.start_mark.line + 1}: "
+                                  f"{'.'.join(map(str, key))}: duplicate key (first on line "
+                                  f"{lines[key]}); this later one is used, as W&B does: delete "
+                                  f"the one you did not mean", UserWarning, stacklevel=2)
                 lines[key] = key_node.start_mark.line + 1
                 stack.append((value_node, key))
         elif isinstance(node, yaml.SequenceNode):

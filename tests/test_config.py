@@ -243,6 +243,16 @@ def test_several_problems_in_one_error(tmp_path: Path) -> None:
     assert "sweep.yaml:6: metric.goal:" in msg and "found 'minimise'" in msg
 
 
+def test_repeated_values_are_kept_once_like_wandb_draws_them() -> None:
+    with pytest.warns(UserWarning, match=r"values \[True\] listed more than once"):
+        spec = parse_config(cfg(x={"values": [True, False, True, 1]})).parameters["x"]
+    assert spec.values == [True, False, 1]  # True and 1 are different choices
+    with pytest.warns(UserWarning, match="probabilities are added up"):
+        spec = parse_config(cfg(x={"values": ["a", "b", "a"],
+                                   "probabilities": [0.25, 0.5, 0.25]})).parameters["x"]
+    assert spec.values == ["a", "b"] and spec.probabilities == [0.5, 0.5]
+
+
 @pytest.mark.parametrize(
     ("spec", "path", "expected", "found"),
     [
@@ -257,7 +267,6 @@ def test_several_problems_in_one_error(tmp_path: Path) -> None:
         ({"values": [1, 2], "probabilities": [1.0]}, "x.probabilities", "a list of 2 numbers",
          "[1.0]"),
         ({"values": []}, "x.values", "a non-empty list", "[]"),
-        ({"values": [1, 1]}, "x.values.1", "distinct values", "1 twice"),
         ({"distribution": "int_uniform", "min": 0.5, "max": 3}, "x.min", "an integer", "0.5"),
         ({"distribution": "log_uniform_values", "min": 0, "max": 1}, "x.min", "a value > 0", "0"),
         ({"distribution": "normal", "sigma": -1}, "x.sigma", "a value > 0", "-1"),
@@ -356,8 +365,9 @@ def test_file_level_errors(tmp_path: Path) -> None:
         f"{tmp_path / 'sweep.yaml'}:3: YAML syntax error")
     assert "found a list" in file_error(tmp_path, "- a\n- b\n")
     assert "found an empty file" in file_error(tmp_path, "")
-    msg = file_error(tmp_path, BASE + "method: grid\n")
-    assert "sweep.yaml:10: method: duplicate key (first on line 2)" in msg
+    with pytest.warns(UserWarning, match=r"sweep.yaml:10: method: duplicate key \(first on "
+                      r"line 2\); this later one is used, as W&B does"):
+        assert load_config(write(tmp_path, BASE + "method: bayes\n")).method == "bayes"
     (tmp_path / "bin.yaml").write_bytes(b"\xff\xfe\x00")
     with pytest.raises(ConfigError, match="not UTF-8"):
         load_config(tmp_path / "bin.yaml")
