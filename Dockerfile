@@ -58,7 +58,7 @@ COPY hpo ./hpo
 COPY trainers ./trainers
 RUN --mount=type=cache,target=/root/.cache/pip \
     pip install --no-deps . \
-    && cd / && python -c "import hpo, trainers, torch; print('torch', torch.__version__)" \
+    && cd / && python -c "import hpo, hpo_trainers, torch; print('torch', torch.__version__)" \
     && hpo --help >/dev/null
 
 # ------------------------------------------------------------------------------- runtime

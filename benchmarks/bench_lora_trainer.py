@@ -1,4 +1,4 @@
-"""trainers.lora vs. a plain transformers ``Trainer`` + peft on the same model, data and steps.
+"""hpo_trainers.lora vs. a plain transformers ``Trainer`` + peft on the same model, data and steps.
 
 Both fine-tune LoRA (r=8, alpha=16, query+value) on the packaged all-MiniLM-L6-v2 for the
 synthetic 4-topic classification task, same batch size, max_length, learning rate, schedule,
@@ -26,12 +26,12 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+from hpo_trainers import lora  # noqa: E402
+from hpo_trainers.config import parse_params  # noqa: E402
+from hpo_trainers.data import load_task_data  # noqa: E402
+from hpo_trainers.models import minilm_path, quiet_transformers  # noqa: E402
 
 from hpo.trial import TrialContext  # noqa: E402
-from trainers import lora  # noqa: E402
-from trainers.config import parse_params  # noqa: E402
-from trainers.data import load_task_data  # noqa: E402
-from trainers.models import minilm_path, quiet_transformers  # noqa: E402
 
 
 def params(args: argparse.Namespace) -> dict:
@@ -147,10 +147,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
 
-    runs: dict[str, list[dict]] = {"trainers.lora": [], "HF Trainer + peft": []}
+    runs: dict[str, list[dict]] = {"hpo_trainers.lora": [], "HF Trainer + peft": []}
     run_hf(argparse.Namespace(**{**vars(args), "steps": 2}))  # warm imports/caches, untimed
     for _ in range(args.repeats):
-        runs["trainers.lora"].append(run_ours(args))
+        runs["hpo_trainers.lora"].append(run_ours(args))
         runs["HF Trainer + peft"].append(run_hf(args))
 
     print(f"\nLoRA on all-MiniLM-L6-v2, synthetic 4-topic classification, {args.steps} steps, "
@@ -163,9 +163,9 @@ def main(argv: list[str] | None = None) -> None:
     for name, results in runs.items():
         med[name] = {c: statistics.median(r[c] for r in results) for c in cols}
         print(f"{name:20s}" + "".join(_fmt(med[name][c]) for c in cols))
-    ours, peer = med["trainers.lora"], med["HF Trainer + peft"]
+    ours, peer = med["hpo_trainers.lora"], med["HF Trainer + peft"]
     speed = ours["tokens_per_s"] / peer["tokens_per_s"]
-    print(f"\nratio trainers.lora / HF Trainer: tokens/s x{speed:.2f}, "
+    print(f"\nratio hpo_trainers.lora / HF Trainer: tokens/s x{speed:.2f}, "
           f"step time x{ours['step_time_s'] / peer['step_time_s']:.2f}, "
           f"wall time x{ours['wall_s'] / peer['wall_s']:.2f}")
 

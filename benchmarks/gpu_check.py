@@ -4,12 +4,12 @@
 
 Sections, all measured in the same run:
 
-(a) ``trainers.lora`` vs a plain transformers ``Trainer`` + peft (benchmarks/gpu_check_peer.py)
+(a) ``hpo_trainers.lora`` vs a plain transformers ``Trainer`` + peft (benchmarks/gpu_check_peer.py)
     on the packaged all-MiniLM-L6-v2 (synthetic 4-topic classification) and on a Llama-style
     causal LM built from a config (about 0.19 B parameters, random weights, nothing downloaded;
     synthetic text packed into full blocks): same model, batch, sequence length, steps and bf16
     autocast. Step time, tokens/s (real tokens / training time) and peak CUDA memory.
-(b) ``trainers.full`` vs the plain Trainer on the same two models.
+(b) ``hpo_trainers.full`` vs the plain Trainer on the same two models.
 (c) A sweep on the Ray backend through ``hpo.run_sweep(..., backend="ray")``: 8 LoRA trials of
     the causal LM (longer than in (a), so that trials overlap despite staggered starts) with
     ``resources: {gpu: 0.25}`` (at most 4 at once on one GPU); their overlap, aggregate tokens/s
@@ -20,7 +20,7 @@ Sections, all measured in the same run:
 
 ``--dry-run`` runs the same code on the CPU at toy sizes (the built-in tiny models, a few
 steps, fp32; the sweep asks Ray for CPUs instead of GPU fractions): a smoke test of the whole
-check that the test suite runs. Goals on a GPU: ``trainers.lora`` at least 1.0x the plain
+check that the test suite runs. Goals on a GPU: ``hpo_trainers.lora`` at least 1.0x the plain
 Trainer's tokens/s, and 4 fractional trials together at least 2.5x the throughput of one.
 A section that fails is reported and the others still run; the exit status is 1 if any failed.
 """
@@ -86,8 +86,9 @@ def profile(dry_run: bool) -> dict[str, Any]:
 # -- runs ---------------------------------------------------------------------------------------
 def run_ours(trainer: str, params: dict[str, Any], device: str) -> dict[str, Any]:
     """One trial of trainers.<trainer> in this process; the figures it recorded."""
+    from hpo_trainers import full, lora
+
     from hpo.trial import TrialContext
-    from trainers import full, lora
 
     module = lora if trainer == "lora" else full
     ctx = TrialContext(params, objective="eval_loss", device=device)
@@ -113,7 +114,7 @@ def compare(trainer: str, prof: dict[str, Any]) -> list[dict[str, Any]]:
             params.setdefault("learning_rate", 5e-5)
         ours = run_ours(trainer, params, prof["device"])
         peer = run_hf(params, trainer, prof["device"])
-        for who, r in ((f"trainers.{trainer}", ours), (_peer_name(trainer), peer)):
+        for who, r in ((f"hpo_trainers.{trainer}", ours), (_peer_name(trainer), peer)):
             rows.append({"trainer": who, "model": _model_name(params), **r})
         rows[-2]["vs_peer"] = ours["tokens_per_s"] / peer["tokens_per_s"]
     return rows
@@ -277,21 +278,21 @@ def main(argv: list[str] | None = None) -> int:
         section("warm-up", "untimed warm-up", lambda: warm_up(prof))
     lora_rows = full_rows = None
     if "a" in sections:
-        lora_rows = section("a", "LoRA: trainers.lora vs HF Trainer + peft",
+        lora_rows = section("a", "LoRA: hpo_trainers.lora vs HF Trainer + peft",
                             lambda: compare("lora", prof))
         if lora_rows:
             print(table(_train_rows(lora_rows), TRAIN_COLS) + "\n")
             results["lora"] = lora_rows
             save()
     if "b" in sections:
-        full_rows = section("b", "full fine-tuning: trainers.full vs HF Trainer",
+        full_rows = section("b", "full fine-tuning: hpo_trainers.full vs HF Trainer",
                             lambda: compare("full", prof))
         if full_rows:
             print(table(_train_rows(full_rows), TRAIN_COLS) + "\n")
             results["full"] = full_rows
             save()
     if "c" in sections:
-        solo = next((r for r in lora_rows or [] if r["trainer"] == "trainers.lora"
+        solo = next((r for r in lora_rows or [] if r["trainer"] == "hpo_trainers.lora"
                      and r["model"] == _model_name(prof["lm"])), None)
         with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
             shape = prof["sweep"]
@@ -320,7 +321,7 @@ def goals(results: dict[str, Any], dry_run: bool) -> None:
     for r in results.get("lora", []):
         if "vs_peer" in r:
             ok = r["vs_peer"] >= 1.0
-            lines.append(f"trainers.lora >= 1.0x HF Trainer tokens/s on {r['model']}: "
+            lines.append(f"hpo_trainers.lora >= 1.0x HF Trainer tokens/s on {r['model']}: "
                          f"x{r['vs_peer']:.2f} {'PASS' if ok else 'MISS'}")
     s = results.get("sweep")
     if s and "vs_solo" in s:

@@ -1,8 +1,9 @@
 """The peer for benchmarks/gpu_check.py: a plain transformers ``Trainer`` (+ peft for LoRA).
 
-Given the same ``params`` dict as ``trainers.lora``/``trainers.full``, it trains the same model
-(loaded or built from the same config with the same seed), on the same token ids (the trainers'
-own tokenization and packing, so both loops see identical examples), with the same batch size,
+Given the same ``params`` dict as ``hpo_trainers.lora``/``hpo_trainers.full``, it trains the
+same model (loaded or built from the same config with the same seed), on the same token ids
+(the trainers' own tokenization and packing, so both loops see identical examples), with the
+same batch size,
 steps, learning rate, schedule, clipping and precision, the way the transformers and peft docs
 show it: ``get_peft_model`` + ``TrainingArguments`` + ``Trainer.train()``. Step time and tokens/s
 cover ``train()`` alone; peak memory is the CUDA allocator's peak during it.
@@ -17,13 +18,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-
-from trainers.config import parse_params
-from trainers.data import load_task_data
-from trainers.device import synchronize
-from trainers.encode import encode
-from trainers.models import load_model, quiet_transformers
-from trainers.packing import pack
+from hpo_trainers.config import parse_params
+from hpo_trainers.data import load_task_data
+from hpo_trainers.device import synchronize
+from hpo_trainers.encode import encode
+from hpo_trainers.models import load_model, quiet_transformers
+from hpo_trainers.packing import pack
 
 
 def run_hf(params: Mapping[str, Any], trainer: str, device: str) -> dict[str, float]:
@@ -123,9 +123,8 @@ def _run_hf(params: Mapping[str, Any], trainer: str, device: str) -> dict[str, f
 
 
 def _lora(bundle: Any, cfg: Any) -> Any:
+    from hpo_trainers.lora import default_targets
     from peft import LoraConfig, TaskType, get_peft_model
-
-    from trainers.lora import default_targets
 
     targets = cfg.target_modules or default_targets(bundle.model, bundle.model_type)
     task_type = TaskType.SEQ_CLS if cfg.task == "classification" else TaskType.CAUSAL_LM

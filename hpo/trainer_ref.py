@@ -15,9 +15,11 @@ from hpo.errors import TrainerError
 Trainer = Callable[..., Any]
 
 BUILTIN = {
-    "lora": "trainers.lora:train",
-    "full": "trainers.full:train",
+    "lora": "hpo_trainers.lora:train",
+    "full": "hpo_trainers.full:train",
 }
+#: the import names before the package was renamed hpo_trainers (sweep files may name them)
+_LEGACY = {"trainers.lora": "hpo_trainers.lora", "trainers.full": "hpo_trainers.full"}
 _TRAINER_DEPS = ("torch", "transformers", "peft", "datasets", "accelerate")
 PYTHON_TRAINER = "python"  # the sweep's trainer is the callable passed to run_sweep(objective=)
 
@@ -25,6 +27,7 @@ PYTHON_TRAINER = "python"  # the sweep's trainer is the callable passed to run_s
 def import_ref(ref: str) -> Trainer:
     """Import ``package.module:function`` and return the function."""
     module_name, sep, attr = ref.partition(":")
+    module_name = _LEGACY.get(module_name, module_name)
     if not sep or not module_name or not attr:
         raise TrainerError(
             f"trainer {ref!r}: expected a built-in name ({', '.join(BUILTIN)}) or "
@@ -36,7 +39,7 @@ def import_ref(ref: str) -> Trainer:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        if module_name.startswith("trainers.") and getattr(exc, "name", "") in _TRAINER_DEPS:
+        if module_name.startswith("hpo_trainers.") and getattr(exc, "name", "") in _TRAINER_DEPS:
             raise TrainerError(
                 f"trainer {ref!r} needs {exc.name}, which is not installed: "
                 "pip install 'hpo[trainers]' (GPU machines: install your CUDA torch first)."

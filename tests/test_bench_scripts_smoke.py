@@ -66,4 +66,4 @@ def test_bench_lora_trainer_runs(capsys):
     bench_lora_trainer.main(["--steps", "2", "--repeats", "1", "--batch", "4",
                              "--max-length", "16"])
     out = capsys.readouterr().out
-    assert "trainers.lora" in out and "HF Trainer + peft" in out and "ratio" in out, out
+    assert "hpo_trainers.lora" in out and "HF Trainer + peft" in out and "ratio" in out, out

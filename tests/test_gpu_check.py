@@ -38,7 +38,7 @@ def test_dry_run_prints_every_section(tmp_path):
     assert data["dry_run"] is True and data["errors"] == {}
     for key in ("lora", "full"):
         rows = data[key]
-        assert {r["trainer"] for r in rows} == {f"trainers.{key}",
+        assert {r["trainer"] for r in rows} == {f"hpo_trainers.{key}",
                                                 "HF Trainer + peft" if key == "lora"
                                                 else "HF Trainer"}
         assert len(rows) == 4 and all(r["tokens_per_s"] > 0 and r["step_time_s"] > 0
@@ -81,8 +81,9 @@ def test_sweep_config_is_a_valid_ray_sweep():
 
 
 def test_gpu_profile_shapes_and_trainer_params_are_valid():
+    from hpo_trainers.config import parse_params
+
     from benchmarks.gpu_check import LM_CONFIG, profile
-    from trainers.config import parse_params
 
     gpu = profile(False)
     assert gpu["lm"]["precision"] == "bf16" and gpu["minilm"]["precision"] == "bf16"

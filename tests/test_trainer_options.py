@@ -22,18 +22,19 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
+from hpo_trainers import full, lora  # noqa: E402
+from hpo_trainers.capture import library_output  # noqa: E402
+from hpo_trainers.config import parse_params  # noqa: E402
+from hpo_trainers.data import load_task_data  # noqa: E402
+from hpo_trainers.device import device_name, resolve_device  # noqa: E402
+from hpo_trainers.encode import IGNORE, encode  # noqa: E402
+from hpo_trainers.grad_checkpoint import checkpointed_layers, enable_gradient_checkpointing  # noqa: E402
+from hpo_trainers.models import load_model  # noqa: E402
+from hpo_trainers.optimizers import make_optimizer  # noqa: E402
+from hpo_trainers.packing import pack  # noqa: E402
+
 from hpo.errors import TrainerError  # noqa: E402
 from hpo.trial import TrialContext  # noqa: E402
-from trainers import full, lora  # noqa: E402
-from trainers.capture import library_output  # noqa: E402
-from trainers.config import parse_params  # noqa: E402
-from trainers.data import load_task_data  # noqa: E402
-from trainers.device import device_name, resolve_device  # noqa: E402
-from trainers.encode import IGNORE, encode  # noqa: E402
-from trainers.grad_checkpoint import checkpointed_layers, enable_gradient_checkpointing  # noqa: E402
-from trainers.models import load_model  # noqa: E402
-from trainers.optimizers import make_optimizer  # noqa: E402
-from trainers.packing import pack  # noqa: E402
 
 BERT = dict(
     model="tiny-bert", dataset="synthetic", task="classification", synthetic_size=200,
@@ -293,7 +294,7 @@ def test_packing_in_a_trial_trains_on_full_blocks():
 
 # -- library warnings ---------------------------------------------------------------------------
 def test_library_output_records_instead_of_printing(capfd, caplog):
-    with caplog.at_level(logging.DEBUG, logger="trainers.library"):
+    with caplog.at_level(logging.DEBUG, logger="hpo_trainers.library"):
         with library_output() as captured:
             for _ in range(3):
                 warnings.warn("`old_arg` is deprecated", FutureWarning, stacklevel=1)

@@ -17,11 +17,12 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
+from hpo_trainers import TRAINERS, full, lora  # noqa: E402
+from hpo_trainers.config import parse_params, parse_target_modules  # noqa: E402
+from hpo_trainers.data import load_task_data, synthetic_classification  # noqa: E402
+
 from hpo.errors import TrainerError, TrialPruned  # noqa: E402
 from hpo.trial import TrialContext  # noqa: E402
-from trainers import TRAINERS, full, lora  # noqa: E402
-from trainers.config import parse_params, parse_target_modules  # noqa: E402
-from trainers.data import load_task_data, synthetic_classification  # noqa: E402
 
 # one thread: these machines are small and shared, and OpenMP threads that wait for a busy
 # core spin; every tiny trial below takes a few seconds
@@ -127,7 +128,7 @@ def test_pruning_stops_right_after_the_eval_and_frees_the_model(trainer):
 
 # -- the packaged MiniLM ------------------------------------------------------------------------
 def test_minilm_lora_end_to_end():
-    from trainers.models import minilm_path
+    from hpo_trainers.models import minilm_path
 
     assert (minilm_path() / "model.safetensors").is_file()
     params = dict(
@@ -145,11 +146,10 @@ def test_minilm_lora_end_to_end():
 
 # -- checkpoints --------------------------------------------------------------------------------
 def test_save_best_lora_adapter_loads_back_with_peft(tmp_path):
+    from hpo_trainers.encode import encode
+    from hpo_trainers.loop import evaluate
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from trainers.encode import encode
-    from trainers.loop import evaluate
 
     params = {**TINY_BERT, "max_steps": 60, "learning_rate": 1e-2, "save_best": True}
     ctx, result = run(lora, params, number=7, artifact_dir=tmp_path)
@@ -293,7 +293,7 @@ def test_registry_points_at_the_trainers():
                                   "constant", "constant_with_warmup", "inverse_sqrt",
                                   "cosine_with_min_lr", "warmup_stable_decay"])
 def test_every_lr_scheduler_builds_and_warms_up(name):
-    from trainers.loop import make_scheduler
+    from hpo_trainers.loop import make_scheduler
 
     cfg = parse_params({"model": "tiny-bert", "dataset": "synthetic", "lr_scheduler": name,
                         "warmup_ratio": 0.2, "learning_rate": 1e-3}, "lora")

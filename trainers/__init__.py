@@ -1,4 +1,6 @@
-"""Trainers a sweep can name (``trainer: lora`` / ``trainer: full``).
+"""Trainers a sweep can name (``trainer: lora`` / ``trainer: full``), installed as the
+package ``hpo_trainers`` (the checkout's ``trainers/`` folder; a name that cannot clash with
+another distribution's top-level ``trainers``). Inside it, imports are relative.
 
 A trainer is ``train(params: dict, ctx: hpo.trial.TrialContext) -> dict[str, float]``.
 Modules, one job each:
@@ -11,10 +13,9 @@ Modules, one job each:
 - ``loop``: the shared training/evaluation loop
 - ``runner``: one trial end to end; ``artifacts``: saving the result
 - ``lora`` / ``full``: the two trainers
-- ``script``: runs a user's W&B ``program``/``command`` script as a trial (not in TRAINERS:
-  ``hpo.trainer_ref`` hands it program sweeps)
+- ``capture``, ``packing``, ``optimizers``, ``grad_checkpoint``: the options of the loop
 """
 
-TRAINERS = {"lora": "trainers.lora:train", "full": "trainers.full:train"}
+TRAINERS = {"lora": "hpo_trainers.lora:train", "full": "hpo_trainers.full:train"}
 
 __all__ = ["TRAINERS"]

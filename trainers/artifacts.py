@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from hpo.errors import TrainerError
-from trainers.config import TrainConfig
-from trainers.data import TaskData
-from trainers.models import ModelBundle, quiet_transformers
+
+from .config import TrainConfig
+from .data import TaskData
+from .models import ModelBundle, quiet_transformers
 
 
 def artifact_folder(ctx: Any, cfg: TrainConfig) -> Path:

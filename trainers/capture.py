@@ -5,7 +5,7 @@ progress. While a trial runs, the Python warnings that the filters in force woul
 WARNING-and-up records of the ML libraries' loggers are caught instead, counted by message,
 and stored on the trial as ``library_warnings`` (a list of ``"Category: message (xN)"``
 strings, most frequent first) and ``library_warnings_total``; ``hpo trials NAME --format json``
-shows them under ``attrs``. They are also re-logged at DEBUG on the ``trainers.library`` logger.
+shows them under ``attrs``. They are also re-logged at DEBUG on the ``hpo_trainers.library`` logger.
 ``show_library_warnings: true`` turns the capture off.
 
 Process-wide state (the warnings filters, the libraries' logger handlers) is swapped for the
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 LIBRARY_LOGGERS = ("transformers", "peft", "accelerate", "datasets", "bitsandbytes", "torch")
 MAX_KEPT = 20  # distinct messages stored on the trial
 MAX_CHARS = 300  # per message
-log = logging.getLogger("trainers.library")
+log = logging.getLogger("hpo_trainers.library")
 
 
 @dataclass

@@ -10,7 +10,7 @@ Fine-tuning options beyond the usual hyperparameters: ``optimizer`` (adamw, adaf
 ``momentum``, adamw_8bit), ``gradient_checkpointing``, ``packing`` and ``completion_only_loss``
 (causal LM), and for LoRA ``use_dora``, ``use_rslora``, ``bias`` (none, all, lora_only) and
 ``modules_to_save``. ``show_library_warnings: true`` lets transformers/peft warnings through to
-the console instead of recording them on the trial (``trainers.capture``).
+the console instead of recording them on the trial (``hpo_trainers.capture``).
 """
 
 from __future__ import annotations

@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from hpo.errors import TrainerError
-from trainers.config import TrainConfig
+
+from .config import TrainConfig
 
 TOPICS: dict[str, tuple[str, ...]] = {
     "sports": ("goal", "match", "team", "coach", "score", "player", "league", "referee",

@@ -7,9 +7,9 @@ from typing import Any
 
 import torch
 
-from trainers.config import TrainConfig
-from trainers.models import ModelBundle
-from trainers.runner import run_trial
+from .config import TrainConfig
+from .models import ModelBundle
+from .runner import run_trial
 
 
 def train(params: Mapping[str, Any], ctx: Any) -> dict[str, float]:

@@ -1,6 +1,6 @@
 """The one training loop both trainers share: plain torch, no HF Trainer.
 
-The trial's optimizer (``trainers.optimizers``; no decay on biases and norms), a transformers
+The trial's optimizer (``hpo_trainers.optimizers``; no decay on biases and norms), a transformers
 schedule with ``warmup_ratio``, gradient accumulation, ``max_grad_norm`` clipping, autocast
 (bf16/fp16) with a GradScaler for fp16, and an evaluation every ``eval_every`` optimizer steps
 (and at the end) reported to the trial with ``step`` = optimizer steps done. ``ctx.report``
@@ -21,10 +21,11 @@ import torch
 import torch.nn.functional as F
 
 from hpo.errors import TrainerError
-from trainers.config import TrainConfig
-from trainers.device import autocast, synchronize
-from trainers.encode import IGNORE, Encoded
-from trainers.optimizers import make_optimizer
+
+from .config import TrainConfig
+from .device import autocast, synchronize
+from .encode import IGNORE, Encoded
+from .optimizers import make_optimizer
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Hyperparameters: ``lora_r``, ``lora_alpha``, ``lora_dropout``, ``target_modules`` (default per
 architecture: BERT ``query,value``; Llama ``q_proj,v_proj``; other architectures peft knows get
-peft's default), plus everything the shared loop takes (see ``trainers.config``). Variants:
+peft's default), plus everything the shared loop takes (see ``hpo_trainers.config``). Variants:
 ``use_dora`` (weight-decomposed LoRA: a trained magnitude vector per adapted layer),
 ``use_rslora`` (scale by alpha/sqrt(r) instead of alpha/r, steadier at large r), ``bias``
 (``none``, ``all``, ``lora_only``: which biases train too) and ``modules_to_save`` (modules
@@ -22,9 +22,10 @@ from typing import Any
 import torch
 
 from hpo.errors import TrainerError
-from trainers.config import TrainConfig
-from trainers.models import ModelBundle, linear_module_names
-from trainers.runner import run_trial
+
+from .config import TrainConfig
+from .models import ModelBundle, linear_module_names
+from .runner import run_trial
 
 DEFAULT_TARGETS: dict[str, list[str]] = {
     "bert": ["query", "value"],

@@ -15,7 +15,8 @@ from typing import Any
 import torch
 
 from hpo.errors import TrainerError
-from trainers.config import TrainConfig
+
+from .config import TrainConfig
 
 
 def check_optimizer(cfg: TrainConfig, device: torch.device) -> None:

@@ -12,7 +12,8 @@ so eval metrics compare across packed and unpacked trials.
 from __future__ import annotations
 
 from hpo.errors import TrainerError
-from trainers.encode import IGNORE, Encoded
+
+from .encode import IGNORE, Encoded
 
 
 def pack(data: Encoded, block_size: int) -> Encoded:

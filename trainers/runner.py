@@ -12,11 +12,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from hpo.errors import TrainerError, TrialPruned
-from trainers.artifacts import save_artifact
-from trainers.capture import library_output, record_on_trial
-from trainers.config import TrainConfig, parse_params
-from trainers.data import load_task_data
-from trainers.device import (
+
+from .artifacts import save_artifact
+from .capture import library_output, record_on_trial
+from .config import TrainConfig, parse_params
+from .data import load_task_data
+from .device import (
     cpu_threads,
     free_memory,
     peak_memory_mb,
@@ -24,12 +25,12 @@ from trainers.device import (
     resolve_device,
     resolve_precision,
 )
-from trainers.encode import encode
-from trainers.grad_checkpoint import enable_gradient_checkpointing
-from trainers.loop import LoopStats, train_loop
-from trainers.models import ModelBundle, count_parameters, load_model
-from trainers.optimizers import check_optimizer
-from trainers.packing import pack
+from .encode import encode
+from .grad_checkpoint import enable_gradient_checkpointing
+from .loop import LoopStats, train_loop
+from .models import ModelBundle, count_parameters, load_model
+from .optimizers import check_optimizer
+from .packing import pack
 
 # prepare(bundle, cfg, device) -> (model to train, extra attrs); may use bundle.model in place
 Prepare = Callable[[ModelBundle, TrainConfig, Any], tuple[Any, dict[str, Any]]]
