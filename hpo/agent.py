@@ -87,8 +87,17 @@ def run_agent(
         InProcessBackend(spec, runner), lease_s=lease_s, max_trials=trials,
         retry_s=max(120.0, max_idle_s),
     )
-    result = loop.run()
-    sweep_status_at_end(tracking, study, result)
+    mirror = None
+    if config.mlflow is not None:  # every agent mirrors; they take turns (hpo.mlflow_sync)
+        from hpo.mlflow_sync import start_mirror
+
+        mirror = start_mirror(url, study, config.mlflow, shared=True)
+    try:
+        result = loop.run()
+        sweep_status_at_end(tracking, study, result)
+    finally:
+        if mirror is not None:  # its own trials, and the best model once the sweep ended;
+            mirror.stop(timeout_s=30)  # logs what MLflow got (a warning if it missed any)
     if result.interrupted:
         raise KeyboardInterrupt  # the CLI exits 130 (SIGTERM on Kubernetes: the pod is gone)
     return result

@@ -726,7 +726,12 @@ class MlflowMirror:
         *,
         interval_s: float = DEFAULT_INTERVAL_S,
         artifact_root: str | os.PathLike[str] | None = None,
+        shared: bool = False,
     ) -> None:
+        """``shared``: one of several processes that run the sweep (agents): periodic syncs
+        take turns through the database (one process per interval), and stopping this one
+        syncs once more without ending the sweep in MLflow (the sweep's own status decides:
+        the last agent out finds it ended and logs the best model)."""
         require_mlflow()
         self._store_arg = store
         self.sweep, self.tracking_uri = sweep, tracking_uri
@@ -738,6 +743,7 @@ class MlflowMirror:
         self._thread: threading.Thread | None = None
         self._syncer: _Syncer | None = None
         self._warned = False
+        self.shared = shared
 
     def start(self) -> MlflowMirror:
         """Start syncing in the background (the first sync starts at once)."""
@@ -746,12 +752,27 @@ class MlflowMirror:
         self._thread.start()
         return self
 
+    def _my_turn(self) -> bool:
+        if not self.shared:
+            return True
+        try:
+            if self._syncer is None:
+                self._syncer = _Syncer(_open_store(self._store_arg), self.sweep,
+                                       self.tracking_uri, self.experiment, self.register,
+                                       self.artifact_root)
+            return bool(self._syncer.store.take_turn(f"mlflow:{self.sweep}",
+                                                     self.interval_s * 0.9))
+        except Exception:  # noqa: BLE001 - the database is down: the loop rides it out
+            log.debug("no MLflow turn: the database did not answer", exc_info=True)
+            return False
+
     def _loop(self) -> None:
         while True:
-            self.sync_once()
+            if self._my_turn():
+                self.sync_once()
             if self._stop.wait(self.interval_s):
                 break
-        self.summary.final_ok = self.sync_once(final=True)
+        self.summary.final_ok = self.sync_once(final=not self.shared)
         if self._syncer is not None and isinstance(self._store_arg, str):
             self._syncer.store.close()  # the store this thread opened
 
@@ -795,14 +816,15 @@ class MlflowMirror:
         return self.summary
 
 
-def start_mirror(url: str, sweep: str, spec: Any, *,
-                 interval_s: float | None = None) -> MlflowMirror | None:
+def start_mirror(url: str, sweep: str, spec: Any, *, interval_s: float | None = None,
+                 shared: bool = False) -> MlflowMirror | None:
     """The running mirror for a sweep whose config has ``mlflow:`` (``spec``), else None;
-    it syncs every ``interval_s`` seconds (default :data:`DEFAULT_INTERVAL_S`)."""
+    it syncs every ``interval_s`` seconds (default :data:`DEFAULT_INTERVAL_S`); ``shared``
+    for an agent, one of several (see :class:`MlflowMirror`)."""
     if spec is None:
         return None
     return MlflowMirror(url, sweep, spec.tracking_uri, spec.experiment, spec.register,
-                        interval_s=interval_s or DEFAULT_INTERVAL_S).start()
+                        interval_s=interval_s or DEFAULT_INTERVAL_S, shared=shared).start()
 
 
 def follow_sweep(

@@ -231,6 +231,53 @@ def test_cli_sweep_flag_and_idempotent_export(tmp_path, sqlite_url):
     assert len(runs_of(client, "exported")) == 5
 
 
+def test_agents_mirror_live_taking_turns(tmp_path, sqlite_url):
+    """Two `hpo agent` processes of a sweep with `mlflow:`: MLflow gets one parent run and one
+    child run per trial (no duplicates from two mirrors), the right statuses, and the best
+    model, with no `hpo mlflow --follow` beside them."""
+    uri = f"sqlite:///{tmp_path / 'agents-mlflow.db'}"
+    (tmp_path / "cli.yaml").write_text(SWEEP.replace("name: cli", "name: ag")
+                                       + f"mlflow: {{tracking_uri: '{uri}'}}\n")
+    made = run_hpo("sweep", "cli.yaml", "--backend", "agents", "--storage", sqlite_url,
+                   cwd=tmp_path)
+    assert "hpo agent --study ag" in made.stdout, made.stdout
+    env = {**os.environ, "PYTHONPATH": str(REPO), "NO_COLOR": "1"}
+    agents = [subprocess.Popen([sys.executable, "-m", "hpo.cli", "agent", "--study", "ag",
+                                "--storage", sqlite_url], cwd=tmp_path, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+              for _ in range(2)]
+    logs = [a.communicate(timeout=120)[0] for a in agents]
+    assert [a.returncode for a in agents] == [0, 0], logs
+    runs = runs_of(MlflowClient(uri), "ag")
+    parents = [r for r in runs if r.data.tags["hpo.kind"] == "sweep"]
+    trials = sorted((int(r.data.tags["hpo.trial"]), r.data.tags["hpo.state"], r.info.status)
+                    for r in runs if r.data.tags["hpo.kind"] == "trial")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED", logs
+    assert sorted(t[0] for t in trials) == [0, 1, 2, 3]  # one run a trial
+    assert sorted(t[1:] for t in trials) == [("complete", "FINISHED"), ("complete", "FINISHED"),
+                                             ("failed", "FAILED"), ("pruned", "KILLED")]
+    best = next(r for r in runs if r.data.tags.get("hpo.trial") == "0")
+    assert [f.path for f in MlflowClient(uri).list_artifacts(best.info.run_id, "model")] == [
+        "model/adapter_config.json"], logs
+    assert all("MLflow" in text for text in logs), logs  # each agent says what it sent
+
+
+def test_take_turn_lets_one_process_per_interval(sqlite_url, monkeypatch):
+    from datetime import UTC, datetime, timedelta
+
+    from hpo.tracking import store as store_module
+
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
+    monkeypatch.setattr(store_module, "_now", lambda: now[0])
+    a, b = TrackingStore(sqlite_url), TrackingStore(sqlite_url)
+    assert a.take_turn("mlflow:x", 5.0) and not b.take_turn("mlflow:x", 5.0)
+    assert b.take_turn("mlflow:other", 5.0)  # another key: its own turns
+    now[0] += timedelta(seconds=4.9)
+    assert not a.take_turn("mlflow:x", 5.0) and not b.take_turn("mlflow:x", 5.0)
+    now[0] += timedelta(seconds=0.2)
+    assert b.take_turn("mlflow:x", 5.0) and not a.take_turn("mlflow:x", 5.0)
+
+
 def test_mlflow_down_never_fails_a_trial(sqlite_url, caplog):
     down = "http://127.0.0.1:9"  # the discard port: nothing listens
     caplog.set_level(logging.WARNING, logger="hpo.mlflow")

@@ -190,6 +190,33 @@ class TrackingStore(TrackingQueries, Database):
 
         return self._run(f"stop sweep {name!r}", op)
 
+    def take_turn(self, key: str, every_s: float) -> bool:
+        """True for at most one caller per ``every_s`` seconds across every process sharing
+        this database (a compare-and-set on ``hpo_meta``): several agents of one sweep take
+        turns at a periodic job (the MLflow mirror) instead of each doing it."""
+        import hashlib
+
+        row_key = "turn:" + hashlib.sha1(key.encode()).hexdigest()[:32]
+        now = _now()
+
+        def op(conn: Connection) -> bool:
+            last = conn.scalar(sa.select(META.c.value).where(META.c.key == row_key))
+            if last is None:
+                upsert(conn, META, [{"key": row_key, "value": now.isoformat()}], ["key"], [])
+                return conn.scalar(sa.select(META.c.value).where(META.c.key == row_key)) \
+                    == now.isoformat()
+            try:
+                due = (now - datetime.fromisoformat(last)).total_seconds() >= every_s
+            except ValueError:
+                due = True  # unreadable: take it
+            if not due:
+                return False
+            return conn.execute(sa.update(META).where(META.c.key == row_key,
+                                                      META.c.value == last)
+                                .values(value=now.isoformat())).rowcount == 1
+
+        return self._run(f"take a turn at {key!r}", op)
+
     def start_trial(
         self,
         sweep: str,
