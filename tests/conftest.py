@@ -93,3 +93,12 @@ def ray_session():
                  log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+# --- parallel runs (pytest-xdist, scripts/test) ------------------------------------------
+def pytest_collection_modifyitems(config, items):
+    """Under ``-n 2 --dist loadgroup``: every test that uses Ray runs in one worker (one local
+    Ray per session; a second ``ray.init()`` beside a ``ray start`` head would join it)."""
+    for item in items:
+        if item.get_closest_marker("ray") or "ray_session" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("ray"))

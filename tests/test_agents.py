@@ -150,6 +150,7 @@ def _pg_restart_command() -> list[str] | None:
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_agents_survive_a_postgres_restart(postgres_url):
     cmd = _pg_restart_command()
     if cmd is None or os.geteuid() != 0:

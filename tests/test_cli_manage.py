@@ -37,6 +37,8 @@ REPO = Path(__file__).resolve().parents[1]
 def hpo(capsys, monkeypatch, *args: str, stdin: str | None = None) -> tuple[int, str, str]:
     """Run ``hpo ARGS`` in this process: (exit code, stdout, stderr)."""
     monkeypatch.setenv("COLUMNS", "200")
+    for console in (cli.out, cli.err):  # made at import, when another test may have run
+        monkeypatch.setattr(console, "width", 200)
     monkeypatch.setenv("NO_COLOR", "1")
     monkeypatch.setattr(sys, "argv", ["hpo", *args])
     if stdin is not None:

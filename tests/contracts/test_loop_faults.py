@@ -184,6 +184,7 @@ def test_postgres_error_classes(code, transient):
 
 @pytest.mark.slow
 @pytest.mark.postgres
+@pytest.mark.serial
 def test_local_sweep_survives_a_postgres_restart(tmp_path, postgres_url):
     """`hpo sweep --storage postgresql://…` with 2 workers while PostgreSQL restarts: exit 0,
     the sweep finished, the budget exact, study == tracking (it exited 2 before)."""
