@@ -104,3 +104,35 @@ def test_unreachable_database_is_a_clear_error():
 
     with pytest.raises(StorageError, match="Check that the database server is running"):
         open_storage("postgresql+psycopg2://nobody:secret@127.0.0.1:1/x", "s")
+
+
+def test_a_locked_transaction_reads_the_journal_once(storage_url):
+    """Under the journal's lock nobody else appends, so Optuna's read-before-every-call costs
+    one query per transaction; what it wrote is seen, and a rollback leaves nothing behind."""
+    import sqlalchemy as sa
+
+    store = TrackingStore(storage_url)
+    study = optuna.create_study(study_name="j", storage=open_storage(storage_url, "j", store))
+    study.tell(study.ask({"x": optuna.distributions.FloatDistribution(0, 1)}), 0.5)
+    statements: list[str] = []
+    sa.event.listen(store._engine, "before_cursor_execute",
+                    lambda conn, cur, stmt, *a: statements.append(stmt))
+    with store.transaction("ask three", journal="j"):
+        for _ in range(3):
+            trial = study.ask()
+            trial.suggest_float("x", 0, 1)
+    journal_reads = [s for s in statements if "FROM hpo_journal" in s]
+    assert len(journal_reads) == 1, journal_reads  # was one per storage call
+    fresh = optuna.load_study(study_name="j", storage=open_storage(storage_url, "j"))
+    assert [t.number for t in fresh.get_trials()] == [0, 1, 2, 3]  # gapless, committed
+    assert all("x" in t.params for t in fresh.get_trials())
+
+    class Boom(Exception):
+        pass
+
+    with pytest.raises(Boom), store.transaction("ask, then fail", journal="j"):
+        study.ask()
+        raise Boom
+    assert len(store.read_journal("j", 0)) == len(fresh._storage._backend.read_logs(0))
+    again = optuna.load_study(study_name="j", storage=open_storage(storage_url, "j"))
+    assert len(again.get_trials()) == 4  # the rolled-back trial is not there

@@ -161,6 +161,18 @@ class Database:
         """True inside :meth:`transaction` on this thread."""
         return getattr(self._local, "conn", None) is not None
 
+    def locked_journal_view(self, journal: str) -> dict[str, Any] | None:
+        """Inside a :meth:`transaction` that holds ``journal``'s lock (SQLite: every write
+        transaction locks the database), a dict kept until it ends, where
+        hpo.tracking.journal keeps the journal's lines: nobody else can append to it meanwhile,
+        so they need not be read again. None otherwise."""
+        if getattr(self._local, "conn", None) is None:
+            return None
+        locked = getattr(self._local, "locked", None)
+        if locked != "*" and locked != journal:
+            return None
+        return self._local.views.setdefault(journal, {})
+
     def _run(
         self, action: str, fn: Callable[[Connection], T], *, write: bool = True,
         single_read: bool = False,
@@ -233,6 +245,8 @@ class Database:
             except SQLAlchemyError as exc:
                 raise self._error(exc, action) from None
             self._local.conn = conn
+            self._local.locked = "*" if self._sqlite else journal
+            self._local.views = {}
             try:
                 yield conn
             except BaseException:
@@ -249,6 +263,7 @@ class Database:
                 raise self._error(exc, action) from None
         finally:
             self._local.conn = None
+            self._local.locked, self._local.views = None, {}
             try:
                 conn.close()
             except Exception:  # noqa: BLE001

@@ -50,6 +50,14 @@ def append_journal(db: Database, journal: str, logs: Sequence[str]) -> None:
     checks whether the first try committed, so nothing is written twice. Inside
     ``db.transaction`` the lines commit (or roll back) with the rest of that transaction.
     """
+    view = db.locked_journal_view(journal)
+    if view is not None and "start" in view:  # the lock is held and every line is known
+        first, batch = view["start"] + len(view["lines"]), uuid.uuid4().hex
+        db._run(f"append to the study journal of {journal!r}", lambda conn: conn.execute(
+            sa.insert(J), [{"journal": journal, "seq": first + i, "log": line, "batch": batch}
+                           for i, line in enumerate(logs)]))
+        view["lines"].extend(logs)
+        return
     batch = uuid.uuid4().hex
     tries = 0
 
@@ -81,14 +89,24 @@ def append_journal(db: Database, journal: str, logs: Sequence[str]) -> None:
 
 
 def read_journal(db: Database, journal: str, start: int) -> list[str]:
-    """JSON log lines of ``journal`` numbered ``start`` and up, in order."""
-    return db._run(
+    """JSON log lines of ``journal`` numbered ``start`` and up, in order.
+
+    Inside a transaction that holds the journal's lock, the lines read and appended in it are
+    kept (``Database.locked_journal_view``): reading again costs no query (Optuna's
+    JournalStorage reads the journal before nearly every call)."""
+    view = db.locked_journal_view(journal)
+    if view is not None and "start" in view and start >= view["start"]:
+        return view["lines"][start - view["start"]:]
+    lines = db._run(
         f"read the study journal of {journal!r}",
         lambda conn: list(conn.scalars(
             sa.select(J.c.log).where(J.c.journal == journal, J.c.seq >= start).order_by(J.c.seq)
         )),
         write=False, single_read=True,
     )
+    if view is not None:
+        view["start"], view["lines"] = start, list(lines)
+    return lines
 
 
 class SQLJournalBackend(BaseJournalBackend):
