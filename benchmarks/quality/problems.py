@@ -31,6 +31,8 @@ lcbench_  held out: LCBench tasks 7593, 34539, 126025      yahpo-gym
 heldout
 lcbench_  held out, second set: LCBench tasks 126026,      yahpo-gym
 heldout2  126029, 146212
+lcbench_  held out, third set: LCBench tasks 167083,       yahpo-gym
+heldout3  167104, 167149 (the wall-clock mode's held-out)
 ========  ===============================================  ===================================
 
 The ``*_heldout`` families validate choices of hpo's defaults made on ``mfh`` / ``lcbench``:
@@ -71,10 +73,10 @@ YAHPO_DATA = Path(os.environ.get("HPO_BENCH_YAHPO_DATA",
                                  REPO.parent / "shared" / "bench-data" / "yahpo_data"))
 
 FAMILIES = ("bbob", "hpolib", "nb201", "mfh", "lcbench", "mfh_heldout", "lcbench_heldout",
-            "lcbench_heldout2")
-LCBENCH_FAMILIES = ("lcbench", "lcbench_heldout", "lcbench_heldout2")
+            "lcbench_heldout2", "lcbench_heldout3")
+LCBENCH_FAMILIES = ("lcbench", "lcbench_heldout", "lcbench_heldout2", "lcbench_heldout3")
 MULTI_FIDELITY = ("mfh", "mfh_heldout", *LCBENCH_FAMILIES)
-HELDOUT = ("mfh_heldout", "lcbench_heldout", "lcbench_heldout2")
+HELDOUT = ("mfh_heldout", "lcbench_heldout", "lcbench_heldout2", "lcbench_heldout3")
 
 BBOB_FUNCTIONS = tuple(range(1, 25))
 BBOB_DIMS = (2, 5)
@@ -88,6 +90,7 @@ LCBENCH_INSTANCES = ("167168", "189906", "3945")
 # held out: the 3 lowest task ids of YAHPO's 34 LCBench instances not in LCBENCH_INSTANCES
 LCBENCH_HELDOUT = ("7593", "34539", "126025")
 LCBENCH_HELDOUT2 = ("126026", "126029", "146212")  # the next 3 by the same rule
+LCBENCH_HELDOUT3 = ("167083", "167104", "167149")  # and the next 3 (wall-clock held-out)
 
 
 def default_budget(dim: int) -> int:
@@ -413,6 +416,8 @@ def problem_names(family: str) -> list[str]:
         return [f"lcbench_{i}" for i in LCBENCH_HELDOUT]
     if family == "lcbench_heldout2":
         return [f"lcbench_{i}" for i in LCBENCH_HELDOUT2]
+    if family == "lcbench_heldout3":
+        return [f"lcbench_{i}" for i in LCBENCH_HELDOUT3]
     raise ValueError(f"unknown family {family!r}; one of {FAMILIES}")
 
 
@@ -423,6 +428,8 @@ def family_of(name: str) -> str:
         return "lcbench_heldout"
     if name.startswith("lcbench_") and name.split("_", 1)[1] in LCBENCH_HELDOUT2:
         return "lcbench_heldout2"
+    if name.startswith("lcbench_") and name.split("_", 1)[1] in LCBENCH_HELDOUT3:
+        return "lcbench_heldout3"
     return "mfh" if name.startswith("mfh") else name.split("_", 1)[0]
 
 
