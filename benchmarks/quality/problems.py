@@ -31,8 +31,8 @@ lcbench_  held out: LCBench tasks 7593, 34539, 126025      yahpo-gym
 heldout
 lcbench_  held out, second set: LCBench tasks 126026,      yahpo-gym
 heldout2  126029, 146212
-lcbench_  held out, third set: LCBench tasks 167083,       yahpo-gym
-heldout3  167104, 167149 (the wall-clock mode's held-out)
+lcbench_  held out, third set: LCBench tasks 167104,       yahpo-gym
+heldout3  167149, 167152 (the wall-clock mode's held-out)
 ========  ===============================================  ===================================
 
 The ``*_heldout`` families validate choices of hpo's defaults made on ``mfh`` / ``lcbench``:
@@ -90,7 +90,7 @@ LCBENCH_INSTANCES = ("167168", "189906", "3945")
 # held out: the 3 lowest task ids of YAHPO's 34 LCBench instances not in LCBENCH_INSTANCES
 LCBENCH_HELDOUT = ("7593", "34539", "126025")
 LCBENCH_HELDOUT2 = ("126026", "126029", "146212")  # the next 3 by the same rule
-LCBENCH_HELDOUT3 = ("167083", "167104", "167149")  # and the next 3 (wall-clock held-out)
+LCBENCH_HELDOUT3 = ("167104", "167149", "167152")  # and the next 3 (wall-clock held-out)
 
 
 def default_budget(dim: int) -> int:

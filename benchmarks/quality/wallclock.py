@@ -92,7 +92,7 @@ SMOKE = {"problems": ["mfh3_good"], "seeds": [0], "seconds": 10.0}
 # first two tasks of lcbench_heldout3 (the next 3 LCBench task ids by the held-out rule, never
 # run by any benchmark here); hpo's defaults, its ASHA and pause-and-resume variants, and the
 # peer of issue 15's goal, Optuna TPE + Hyperband. 4 x 3 x 3 x ~45 s = ~27 min.
-HELDOUT = {"problems": ["mfh6_moderate", "lcbench_167083", "lcbench_167104"],
+HELDOUT = {"problems": ["mfh6_moderate", "lcbench_167104", "lcbench_167149"],
            "seeds": [0, 1, 2], "seconds": 40.0,
            "contenders": ["hpo", "hpo_asha", "hpo_pause", "optuna_hyperband"]}
 
