@@ -262,14 +262,14 @@ def test_agents_mirror_live_taking_turns(tmp_path, sqlite_url):
     assert all("MLflow" in text for text in logs), logs  # each agent says what it sent
 
 
-def test_take_turn_lets_one_process_per_interval(sqlite_url, monkeypatch):
+def test_take_turn_lets_one_process_per_interval(storage_url, monkeypatch):
     from datetime import UTC, datetime, timedelta
 
     from hpo.tracking import store as store_module
 
     now = [datetime(2026, 1, 1, tzinfo=UTC)]
     monkeypatch.setattr(store_module, "_now", lambda: now[0])
-    a, b = TrackingStore(sqlite_url), TrackingStore(sqlite_url)
+    a, b = TrackingStore(storage_url), TrackingStore(storage_url)
     assert a.take_turn("mlflow:x", 5.0) and not b.take_turn("mlflow:x", 5.0)
     assert b.take_turn("mlflow:other", 5.0)  # another key: its own turns
     now[0] += timedelta(seconds=4.9)
