@@ -868,11 +868,13 @@ def _line_map(text: str, source: str) -> dict[tuple[Any, ...], int]:
 
 
 def _walk_nodes(root: yaml.Node, source: str) -> dict[tuple[Any, ...], int]:
-    """The line map of a composed document; refuses duplicate keys, nesting deeper than
-    MAX_DEPTH and aliases that expand beyond MAX_ALIAS_EXPANSION (each alias's content is
-    walked once: lines are those of the anchored text)."""
+    """The line map of a composed document; warns of duplicate keys (the last one wins, as
+    in PyYAML and so W&B), refuses nesting deeper than MAX_DEPTH and aliases that expand
+    beyond MAX_ALIAS_EXPANSION (each alias's content is walked once: lines are those of the
+    anchored text)."""
     _check_node_shape(root, source)
     lines: dict[tuple[Any, ...], int] = {}
+    duplicates: list[str] = []
     seen: set[int] = set()
     stack: list[tuple[yaml.Node, tuple[Any, ...]]] = [(root, ())]
     while stack:
@@ -886,16 +888,21 @@ def _walk_nodes(root: yaml.Node, source: str) -> dict[tuple[Any, ...], int]:
                     continue
                 key = (*path, key_node.value)
                 if key in lines:  # YAML (and W&B, through yaml.safe_load): the last wins
-                    warnings.warn(f"{source}:{key_node.start_mark.line + 1}: "
-                                  f"{'.'.join(map(str, key))}: duplicate key (first on line "
-                                  f"{lines[key]}); this later one is used, as W&B does: delete "
-                                  f"the one you did not mean", UserWarning, stacklevel=2)
+                    duplicates.append(f"{source}:{key_node.start_mark.line + 1}: "
+                                      f"{'.'.join(map(str, key))}: duplicate key (first on line "
+                                      f"{lines[key]}); this later one is used, as W&B does: "
+                                      f"delete the one you did not mean")
                 lines[key] = key_node.start_mark.line + 1
                 stack.append((value_node, key))
         elif isinstance(node, yaml.SequenceNode):
             for i, item in enumerate(node.value):
                 lines[(*path, i)] = item.start_mark.line + 1
                 stack.append((item, (*path, i)))
+    for text in duplicates[:3]:
+        warnings.warn(text, UserWarning, stacklevel=3)
+    if len(duplicates) > 3:
+        warnings.warn(f"{source}: {len(duplicates) - 3} more duplicate keys (the last of each "
+                      "is used)", UserWarning, stacklevel=3)
     return lines
 
 

@@ -243,6 +243,16 @@ def test_several_problems_in_one_error(tmp_path: Path) -> None:
     assert "sweep.yaml:6: metric.goal:" in msg and "found 'minimise'" in msg
 
 
+def test_many_duplicate_keys_warn_four_lines(tmp_path: Path) -> None:
+    text = BASE + "".join(f"run_cap: {i}\n" for i in range(1, 1001))
+    with pytest.warns(UserWarning) as record:
+        config = load_config(write(tmp_path, text))
+    assert config.run_cap == 1000  # the last one
+    messages = [str(w.message) for w in record if "duplicate" in str(w.message)]
+    assert len(messages) == 4 and messages[-1].endswith("996 more duplicate keys (the last of "
+                                                        "each is used)")
+
+
 def test_repeated_values_are_kept_once_like_wandb_draws_them() -> None:
     with pytest.warns(UserWarning, match=r"values \[True\] listed more than once"):
         spec = parse_config(cfg(x={"values": [True, False, True, 1]})).parameters["x"]
