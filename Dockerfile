@@ -49,8 +49,7 @@ WORKDIR /src
 # installed (2.13.0+cpu satisfies torch==2.13.0), so pip keeps it.
 COPY pyproject.toml README.md ./
 RUN --mount=type=cache,target=/root/.cache/pip \
-    mkdir -p hpo trainers \
-    && touch hpo/__init__.py trainers/__init__.py \
+    python -c "import os, tomllib; st = tomllib.load(open('pyproject.toml', 'rb'))['tool']['setuptools']; dirs = [st['package-dir'].get(p, p.replace('.', '/')) for p in st['packages']]; [os.makedirs(d, exist_ok=True) or open(d + '/__init__.py', 'a').close() for d in dirs]" \
     && pip install ".${HPO_EXTRAS:+[$HPO_EXTRAS]}" \
     && pip uninstall -y hpo \
     && rm -rf hpo trainers build ./*.egg-info

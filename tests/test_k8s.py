@@ -434,6 +434,28 @@ def test_dockerfile_shape():
             assert src in allowed, f"{src} is excluded by .dockerignore"
 
 
+def test_dockerfile_dependency_layer_builds_from_empty_packages(tmp_path):
+    """The image installs the dependencies from empty copies of the packages (so editing hpo
+    does not reinstall Ray): the stub command it runs must make every package pyproject
+    lists, or setuptools refuses ("package directory ... does not exist")."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    text = (REPO / "Dockerfile").read_text()
+    (stub,) = re.findall(r'^\s+python -c "(import os, tomllib;.*?)" \\$', text, re.M)
+    shutil.copy(REPO / "pyproject.toml", tmp_path)
+    shutil.copy(REPO / "README.md", tmp_path)
+    subprocess.run([sys.executable, "-c", stub], cwd=tmp_path, check=True)
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
+                           "--no-build-isolation", "-w", str(tmp_path / "dist"), "."],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (wheel,) = (tmp_path / "dist").glob("hpo-*.whl")
+    assert "hpo_trainers/__init__.py" in zipfile.ZipFile(wheel).namelist()
+
+
 def test_gpu_auto_means_one_whole_gpu_per_agent():
     from hpo.k8s import gpu_count
 
