@@ -10,7 +10,8 @@ at every step). Per contender, in the same run:
   ``trial.report`` + ``trial.should_prune``), over all reports;
 * ``amortized``: (wall time of the run with reports - the same run with one report per
   trial) / number of extra reports: what a report costs all told, the final write included
-  (hpo writes the last batch inside the trial's finish transaction).
+  (hpo writes the last batch inside the trial's finish transaction). Each pair of runs is
+  repeated (``--repeats``, default 5); a row has the medians and the amortized range.
 
 Contenders: ``hpo`` (hpo.run_sweep with an objective, in-process, the default batching),
 ``hpo_unbatched`` (``HPO_REPORT_FLUSH_S=0``: every report its own transaction, what hpo did
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import statistics
 import sys
 import time
 import warnings
@@ -134,8 +136,18 @@ def run_optuna(url: str | None, name: str, pruner: str, trials: int,
 
 
 def measure(db: str, url_ctx: Any, contender: str, pruner: str, trials: int,
-            steps: int) -> dict[str, Any]:
-    """One row: the run with ``steps`` reports and the same run with one report a trial."""
+            steps: int, repeats: int = 1) -> dict[str, Any]:
+    """One row: the run with ``steps`` reports and the same run with one report a trial;
+    with ``repeats`` > 1, each pair runs that often and the row has the medians (a run lasts
+    well under a second: one pair alone is noisy, it even gave a negative amortized cost)."""
+    if repeats > 1:
+        rows = [measure(db, url_ctx, contender, pruner, trials, steps) for _ in range(repeats)]
+        mid = dict(rows[0])
+        for key in ("in call ms", "amortized ms", "run s"):
+            mid[key] = statistics.median(r[key] for r in rows)
+        mid["amortized range"] = (f"{min(r['amortized ms'] for r in rows):.3g}-"
+                                  f"{max(r['amortized ms'] for r in rows):.3g}")
+        return mid
     out = {}
     for n in (1, steps):
         if contender == "optuna_memory":
@@ -166,6 +178,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--contenders", default="hpo,hpo_unbatched,optuna_rdb,optuna_memory")
     parser.add_argument("--trials", type=int, default=6)
     parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="run each pair this often; the table has the medians")
     args = parser.parse_args(argv)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     rows = []
@@ -181,14 +195,16 @@ def main(argv: list[str] | None = None) -> None:
                     if memory_done:
                         continue
                     memory_done = True
-                row = measure(db, ctx, contender, pruner, args.trials, args.steps)
+                row = measure(db, ctx, contender, pruner, args.trials, args.steps,
+                              args.repeats)
                 rows.append(row)
                 print(f"{row['storage']:8} {pruner:6} {contender:14} in call "
                       f"{row['in call ms']:.3f} ms, amortized {row['amortized ms']:.3f} ms",
                       file=sys.stderr)
-    print(f"{machine()}; {args.trials} trials x {args.steps} reports, one slot\n")
+    print(f"{machine()}; {args.trials} trials x {args.steps} reports, one slot; medians of "
+          f"{args.repeats} runs\n")
     print(markdown(rows, ["storage", "pruner", "contender", "reports", "in call ms",
-                          "amortized ms", "run s"]))
+                          "amortized ms", "amortized range", "run s"]))
 
 
 if __name__ == "__main__":

@@ -116,8 +116,13 @@ class Database:
             prepare_sqlite(self.url)
         else:
             kwargs.update(pool_size=2, max_overflow=4)
-            if parsed.drivername.endswith("psycopg2") and "connect_timeout" not in parsed.query:
-                kwargs["connect_args"].setdefault("connect_timeout", 10)
+            if parsed.drivername.endswith("psycopg2"):
+                if "connect_timeout" not in parsed.query:
+                    kwargs["connect_args"].setdefault("connect_timeout", 10)
+                # an upsert (ON CONFLICT DO UPDATE: a trial's metric rows) is sent in pages of
+                # rows, not one round trip a row (SQLAlchemy's batched INSERT skips it)
+                kwargs["executemany_mode"] = "values_plus_batch"
+                kwargs["executemany_batch_page_size"] = 1000
         try:
             engine = sa.create_engine(self.url, **kwargs)
         except Exception as exc:  # noqa: BLE001 - bad driver, bad options
