@@ -77,12 +77,15 @@ FULL = {  # the subsets the full mode runs (chosen for ~60 min of nice'd compute
                         "contenders": HELDOUT_CONTENDERS},
     "lcbench_heldout2": {"problems": P.problem_names("lcbench_heldout2"), "seeds": 10,
                          "contenders": HELDOUT_CONTENDERS},
+    "lcbench_heldout3": {"problems": P.problem_names("lcbench_heldout3"), "seeds": 10,
+                         "contenders": HELDOUT_CONTENDERS},
 }
 RAY_SUBSET = {"problems": ["mfh3_bad", "lcbench_167168", "hpolib_protein_structure"],
               "seeds": 3}
 SMOKE = {"bbob": "bbob_f01_d2", "hpolib": "hpolib_protein_structure", "nb201": "nb201_cifar10",
          "mfh": "mfh3_good", "lcbench": "lcbench_167168", "mfh_heldout": "mfh3_moderate",
-         "lcbench_heldout": "lcbench_7593", "lcbench_heldout2": "lcbench_126026"}
+         "lcbench_heldout": "lcbench_7593", "lcbench_heldout2": "lcbench_126026",
+         "lcbench_heldout3": "lcbench_167104"}
 
 
 # -- running -------------------------------------------------------------------------------------
