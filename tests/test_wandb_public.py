@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from hpo import cli
 from hpo.config import load_config
 from hpo.errors import ConfigError
+from tests.test_cli_manage import hpo  # the CLI in this process
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "tests" / "data" / "wandb_public"
@@ -100,23 +100,6 @@ def test_load_config(path: Path):
     assert config.parameters
 
 
-def _hpo(capsys, monkeypatch, *args: str) -> tuple[int, str, str]:
-    """``hpo ARGS`` in this process: (exit code, stdout, stderr)."""
-    monkeypatch.setenv("COLUMNS", "200")
-    for console in (cli.out, cli.err):  # made at import, when another test may have run
-        monkeypatch.setattr(console, "width", 200)
-    monkeypatch.setenv("NO_COLOR", "1")
-    monkeypatch.setattr(sys, "argv", ["hpo", *args])
-    capsys.readouterr()
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    got = capsys.readouterr()
-    return code, got.out, got.err
-
-
 def _workdir(tmp_path: Path, path: Path) -> tuple[Path, list[str]]:
     """A working directory holding the file's training script, as its author's checkout does
     (``program: ../main_supcon.py`` lands inside tmp_path too), and the extra CLI options."""
@@ -150,7 +133,7 @@ def test_dry_run(path: Path, tmp_path, capsys, monkeypatch):
         pytest.skip(f"hpo refuses the file itself (see test_load_config): {exc}")
     monkeypatch.chdir(work)
     before = _files(tmp_path)
-    code, out, err = _hpo(capsys, monkeypatch, "sweep", str(path), "--dry-run", *extra)
+    code, out, err = hpo(capsys, monkeypatch, "sweep", str(path), "--dry-run", *extra)
     if path.name in DRY_RUN_REFUSALS:
         why, part = DRY_RUN_REFUSALS[path.name]
         assert code == 2 and part in err, (why, err)
