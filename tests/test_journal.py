@@ -136,3 +136,22 @@ def test_a_locked_transaction_reads_the_journal_once(storage_url):
     assert len(store.read_journal("j", 0)) == len(fresh._storage._backend.read_logs(0))
     again = optuna.load_study(study_name="j", storage=open_storage(storage_url, "j"))
     assert len(again.get_trials()) == 4  # the rolled-back trial is not there
+
+
+def test_a_replica_ahead_of_the_journal_does_not_make_a_gap(storage_url):
+    """A transaction rolled back after the replica applied its lines leaves the replica ahead
+    of the journal; the next locked transaction must still append right after the last line
+    (numbers gapless), not after what the replica thinks it read."""
+    store = TrackingStore(storage_url)
+    store.append_journal("g", ['{"a": 0}', '{"a": 1}'])
+    with store.transaction("read past the end", journal="g"):
+        assert store.read_journal("g", 5) == []  # the replica thinks 5 lines exist
+        store.append_journal("g", ['{"a": 2}'])
+        assert store.read_journal("g", 2) == ['{"a": 2}']
+    import sqlalchemy as sa
+
+    from hpo.tracking.schema import journal as J
+
+    with store._engine.connect() as conn:
+        seqs = list(conn.scalars(sa.select(J.c.seq).where(J.c.journal == "g").order_by(J.c.seq)))
+    assert seqs == [0, 1, 2]

@@ -97,14 +97,19 @@ def read_journal(db: Database, journal: str, start: int) -> list[str]:
     view = db.locked_journal_view(journal)
     if view is not None and "start" in view and start >= view["start"]:
         return view["lines"][start - view["start"]:]
-    lines = db._run(
+    # one line before ``start`` too, to know that the journal really ends where this read does
+    # (a replica still ahead of a rolled-back transaction asks past the end)
+    first = max(0, start - 1)
+    rows = db._run(
         f"read the study journal of {journal!r}",
-        lambda conn: list(conn.scalars(
-            sa.select(J.c.log).where(J.c.journal == journal, J.c.seq >= start).order_by(J.c.seq)
+        lambda conn: list(conn.execute(
+            sa.select(J.c.seq, J.c.log).where(J.c.journal == journal, J.c.seq >= first)
+            .order_by(J.c.seq)
         )),
         write=False, single_read=True,
     )
-    if view is not None:
+    lines = [log for seq, log in rows if seq >= start]
+    if view is not None and (start == 0 or (rows and rows[0][0] == start - 1)):
         view["start"], view["lines"] = start, list(lines)
     return lines
 
