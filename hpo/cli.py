@@ -195,7 +195,7 @@ def _plan(config: SweepConfig, name: str | None) -> list[tuple[str, str]]:
 
     from hpo.space import SearchSpace, size_text
     from hpo.storage_url import mask_url, resolve_url
-    from hpo.strategy import describe
+    from hpo.strategy import describe, rungs_text
     from hpo.study import sweep_name
     from hpo.trainer_ref import resolve
 
@@ -219,6 +219,9 @@ def _plan(config: SweepConfig, name: str | None) -> list[tuple[str, str]]:
         lines.append(("objective", f"{metric.name} ({metric.goal})"))
     lines += [("method", str(config.method)), ("sampler", str(info["sampler"])),
               ("pruner", f"{info['pruner']} (early_terminate: {info['early_terminate']})")]
+    rungs = rungs_text(config)
+    if rungs is not None:
+        lines.append(("rungs", rungs))
     budget = []
     trials = config.trial_budget()
     if trials is not None:

@@ -226,6 +226,43 @@ def make_pruner(config: SweepConfig) -> BasePruner:
     return BestSoFarPruner(pruner) if best_so_far else pruner
 
 
+def _ladder(first: int, eta: int, stop: int | None) -> str:
+    steps, step = [], first
+    while (stop is None and len(steps) < 4) or (stop is not None and step < stop):
+        steps.append(str(step))
+        step *= eta
+    return ", ".join(steps) + (", ..." if stop is None else f" (last step {stop})")
+
+
+def rungs_text(config: SweepConfig) -> str | None:
+    """Where the pruner judges trials, in words; None without asha or hyperband.
+
+    Says so when the rungs wait for the first trial to complete (no ``max_iter``): nothing is
+    pruned before then, which costs a whole trial's time on every slot at the start.
+    """
+    et = config.early_terminate
+    if et is None or et.type not in ("asha", "hyperband"):
+        return None
+    wait = ("nothing is pruned until the first trial completes (its last step sets the "
+            "rungs); set early_terminate.max_iter to the trainer's last step to prune from "
+            "the start")
+    if et.type == "hyperband":
+        eta = max(2, round(et.eta))
+        first = hyperband_min_iter(et)
+        if et.max_iter is None:
+            return f"brackets from step {first}, eta {eta}; {wait}"
+        return f"brackets from step {first} to {et.max_iter}, eta {eta}"
+    eta = max(2, round(et.reduction_factor or et.eta))
+    first_given = et.min_resource or et.min_iter
+    if first_given:
+        first = first_given * eta**et.min_early_stopping_rate
+        return f"steps {_ladder(first, eta, et.max_iter)}"
+    if et.max_iter is None:
+        return wait
+    first = max(1, et.max_iter // eta**2) * eta**et.min_early_stopping_rate
+    return f"steps {_ladder(first, eta, et.max_iter)}"
+
+
 def describe(config: SweepConfig) -> dict[str, Any]:
     """What searches and what prunes, as plain strings, for reports and logs."""
     with warnings.catch_warnings():

@@ -313,6 +313,7 @@ def test_dry_run_prints_the_plan_and_touches_no_storage(tmp_path, capsys, monkey
     assert plan["space"] == "2 parameters (lr, momentum); continuous (no finite grid)"
     assert plan["sampler"].startswith("GPSampler(seed=3") and "HyperbandPruner" in plan["pruner"]
     assert plan["budget"] == "20 trials" and plan["parallel"] == "1 on backend local"
+    assert plan["rungs"].startswith("brackets from step 3, eta 3; nothing is pruned until")
     command = plan["command"].split()
     assert command[1:3] == [sys.executable, "train.py"] and command[-1] == "--epochs=3"
     assert command[3].startswith("--lr=") and command[4].startswith("--momentum=")

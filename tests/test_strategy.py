@@ -22,6 +22,7 @@ from hpo.strategy import (
     hyperband_min_iter,
     make_pruner,
     make_sampler,
+    rungs_text,
 )
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -321,3 +322,32 @@ def test_bounded_tpe_asks_fast_on_a_big_study() -> None:
         f"plain TPE at 1k: {plain_ask * 1000:.0f} ms")
     study = big
     assert min(t.value for t in study.trials[-5:]) < 0.5  # still samples near the optimum
+
+
+@pytest.mark.parametrize("et, first, text", [
+    ({"type": "asha", "max_iter": 52}, 5, "steps 5, 15, 45 (last step 52)"),
+    ({"type": "asha", "max_iter": 20, "min_early_stopping_rate": 1}, 6, "steps 6, 18 (last step 20)"),
+    ({"type": "asha", "min_resource": 2}, 2, "steps 2, 6, 18, 54, ..."),
+    ({"type": "asha", "min_iter": 1, "eta": 2, "max_iter": 8}, 1, "steps 1, 2, 4 (last step 8)"),
+])
+def test_rungs_text_names_the_pruners_own_rungs(et, first, text):
+    from hpo.prune_steps import ladder
+    cfg = config("tpe", et)
+    assert rungs_text(cfg) == text
+    sha = ladder(make_pruner(cfg))  # the pruner that will run judges first at that step
+    assert sha._min_resource * sha._reduction_factor ** sha._min_early_stopping_rate == first
+
+
+@pytest.mark.parametrize("et", [{"type": "asha"}, {"type": "asha", "pause": True},
+                                {"type": "hyperband", "min_iter": 3}])
+def test_rungs_text_says_when_nothing_is_pruned_before_a_trial_completes(et):
+    text = rungs_text(config("tpe", et))
+    assert "nothing is pruned until the first trial completes" in text
+    assert "early_terminate.max_iter" in text
+
+
+def test_rungs_text_without_rungs():
+    assert rungs_text(config("tpe")) is None
+    assert rungs_text(config("tpe", {"type": "median"})) is None
+    assert rungs_text(config("tpe", {"type": "hyperband", "min_iter": 2, "max_iter": 54})) == (
+        "brackets from step 2 to 54, eta 3")

@@ -18,8 +18,10 @@ Contenders (``CONTENDERS``; hpo's variants are sweep-file overrides in ``HPO_VAR
   ``parallel: SLOTS`` (the process backend: spawned worker processes that unpickle the
   objective), SQLite storage and tracking store on /dev/shm, ``budget: {minutes: ...}`` (no
   claim after the budget; running trials finish), real ``ctx.report(...)`` calls;
+  ``hpo_asha_max`` / ``hpo_pause_max`` also give ``max_iter`` (the problem's last step);
 * ``optuna_hyperband`` / ``optuna_median``: TPESampler(seed) + HyperbandPruner() /
   MedianPruner(), ``study.optimize(n_jobs=SLOTS, timeout=budget)`` in memory (threads);
+  ``optuna_hyperband_max``: HyperbandPruner(max_resource = the problem's last step);
 * ``ray_asha_optuna``: Ray Tune ``Tuner`` + ASHAScheduler(max_t = max fidelity, grace_period 1,
   reduction_factor 3) + OptunaSearch(TPESampler(seed)), ``max_concurrent_trials=SLOTS``,
   ``reuse_actors=True``, ``time_budget_s``; ``ray.init(num_cpus=SLOTS)`` once per invocation
@@ -100,6 +102,16 @@ HELDOUT = {"problems": ["mfh6_moderate", "lcbench_167104", "lcbench_167149"],
 # of a 40-s run and no pruning finishes few of them: the regime where early stopping should
 # reach the no-pruning regret sooner. Seeds 0, 1: 24 runs, ~22 min.
 LONG = {**HELDOUT, "seeds": [0, 1], "step_ms": 300.0}
+# Long trials with max_iter given (--long-max), fixed before it first ran (README, "Long trials,
+# max_iter given"): hpo's ASHA and Optuna's Hyperband without a known last step prune nothing
+# until a trial completes; the *_max variants are told the last step, as a user who knows the
+# trainer's length writes it. Two problems never run in wall-clock mode: mfh6_bad (the next-
+# weaker fidelity correlation after mfh6_moderate) and lcbench_167152 (the third task of
+# lcbench_heldout3). 7 contenders x 2 problems x 3 seeds = 42 runs, ~32 min.
+LONG_MAX = {"problems": ["mfh6_bad", "lcbench_167152"], "seeds": [0, 1, 2], "seconds": 40.0,
+            "step_ms": 300.0,
+            "contenders": ["hpo", "hpo_asha", "hpo_pause", "hpo_asha_max", "hpo_pause_max",
+                           "optuna_hyperband", "optuna_hyperband_max"]}
 
 
 # -- problems ---------------------------------------------------------------------------------
@@ -392,6 +404,10 @@ HPO_VARIANTS: dict[str, Callable[[ProblemInfo], dict[str, Any]]] = {
     "hpo_hyperband": lambda p: {"early_terminate": {"type": "hyperband", "min_iter": 1,
                                                     "eta": 3, "max_iter": p.max_fidelity}},
     "hpo_pause": lambda p: {"early_terminate": {"type": "asha", "pause": True}},
+    # as a user who knows the trainer's last step writes it: rungs from the start
+    "hpo_asha_max": lambda p: {"early_terminate": {"type": "asha", "max_iter": p.max_fidelity}},
+    "hpo_pause_max": lambda p: {"early_terminate": {"type": "asha", "pause": True,
+                                                    "max_iter": p.max_fidelity}},
     "hpo_bohb": lambda p: {"method": "bohb", "early_terminate": {
         "type": "hyperband", "min_iter": 1, "eta": 3, "max_iter": p.max_fidelity}},
 }
@@ -443,7 +459,8 @@ def run_optuna(spec: RunSpec, kind: str) -> dict[str, Any]:
     else:
         sampler = optuna.samplers.TPESampler(seed=spec.seed)
         pruner = (optuna.pruners.HyperbandPruner() if kind == "hyperband"
-                  else optuna.pruners.MedianPruner())
+                  else optuna.pruners.HyperbandPruner(max_resource=spec.problem.max_fidelity)
+                  if kind == "hyperband_max" else optuna.pruners.MedianPruner())
     study = optuna.create_study(sampler=sampler, pruner=pruner, direction="minimize")
     trainer = spec.trainer()
 
@@ -544,6 +561,7 @@ class Contender:
 CONTENDERS: dict[str, Contender] = {
     **{name: Contender(run_hpo, pruning=name != "hpo") for name in HPO_VARIANTS},
     "optuna_hyperband": Contender(lambda s: run_optuna(s, "hyperband"), pruning=True),
+    "optuna_hyperband_max": Contender(lambda s: run_optuna(s, "hyperband_max"), pruning=True),
     "optuna_median": Contender(lambda s: run_optuna(s, "median"), pruning=True),
     "ray_asha_optuna": Contender(run_ray, pruning=True, ray=True),
     "random": Contender(lambda s: run_optuna(s, "random"), pruning=False),
@@ -976,7 +994,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"{SMOKE['seconds']:g})")
     ap.add_argument("--minutes", type=float, default=None, help="the same, in minutes")
     ap.add_argument("--step-ms", type=float, default=None,
-                    help="sleep per fidelity step (default 30; --long 300)")
+                    help="sleep per fidelity step (default 30; --long, --long-max 300)")
     ap.add_argument("--slots", type=int, default=4, help="parallel trials")
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--report-only", action="store_true")
@@ -984,6 +1002,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="the held-out table (HELDOUT) instead of the full one")
     ap.add_argument("--long", action="store_true",
                     help="the long-trial table (LONG: HELDOUT with 300-ms steps)")
+    ap.add_argument("--long-max", action="store_true",
+                    help="long trials with max_iter given (LONG_MAX)")
     args = ap.parse_args(argv)
     from benchmarks.quality.contenders import _quiet
 
@@ -991,7 +1011,8 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM ends like Ctrl-C: the problem host and Ray are shut down, finished runs stay in
     # runs.csv / trials.csv and the next invocation resumes from them
     signal.signal(signal.SIGTERM, _interrupt)
-    mode = SMOKE if args.smoke else LONG if args.long else HELDOUT if args.heldout else FULL
+    mode = (SMOKE if args.smoke else LONG_MAX if args.long_max else LONG if args.long
+            else HELDOUT if args.heldout else FULL)
     if args.step_ms is None:
         args.step_ms = float(mode.get("step_ms", 30.0))
     args.problem_list = args.problems.split(",") if args.problems else list(mode["problems"])
@@ -1004,6 +1025,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown contender(s) {unknown}; known: {', '.join(CONTENDERS)}")
     out = args.out or (HERE / "results-smoke" / "wallclock" if args.smoke
+                       else HERE / "results-wallclock-long-max" if args.long_max
                        else HERE / "results-wallclock-long" if args.long
                        else HERE / "results-wallclock-heldout" if args.heldout
                        else HERE / "results-wallclock")
