@@ -61,6 +61,15 @@ def report(name: Any, storage: str | None = None, path: Any = None, *, step: Any
     return build_report(name, storage=storage, path=path)
 
 
+def set_max_step(step: int) -> None:
+    """Inside a training script run by a sweep (``program:``): the step of the last report
+    (see :func:`hpo.script_api.set_max_step`); an objective function calls
+    ``ctx.set_max_step`` instead."""
+    from hpo.script_api import set_max_step as _set
+
+    _set(step)
+
+
 __all__ = [
     "BackendError",
     "ConfigError",
@@ -73,4 +82,5 @@ __all__ = [
     "load_config",
     "report",
     "run_sweep",
+    "set_max_step",
 ]

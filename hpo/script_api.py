@@ -124,10 +124,21 @@ def report_summary(metrics: Mapping[str, float]) -> None:
         _write({"summary": values})
 
 
+def set_max_step(step: int) -> None:
+    """Tell the sweep the step this script's last report will have (epochs, say): ASHA
+    without ``early_terminate.max_iter`` then prunes from the first trials instead of waiting
+    for one to complete. A no-op outside a sweep."""
+    if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+        raise ValueError(f"hpo.set_max_step() takes a whole number >= 1, got {step!r}")
+    if in_sweep():
+        _write({"max_step": step})
+
+
 __all__ = [
     "METRICS_FILE_ENV",
     "PARAMS_FILE_ENV",
     "in_sweep",
+    "set_max_step",
     "params",
     "report_metrics",
     "report_summary",

@@ -16,7 +16,8 @@ Pruners:
 * ``asha`` -> SuccessiveHalvingPruner(min_resource = min_resource or min_iter,
   reduction_factor = reduction_factor or eta, min_early_stopping_rate). Without min_resource
   and min_iter: :class:`AshaPruner`, whose first rung is two rungs below the longest trial
-  (``max_iter``, or the first completed trial's last step): max(1, max // eta**2).
+  (``max_iter``, else the last step a trainer declares with ``ctx.set_max_step``, else the
+  first completed trial's last step): max(1, max // eta**2).
 * ``hyperband`` (W&B) -> HyperbandPruner(min_resource = min_iter, max_resource = max_iter or
   "auto", reduction_factor = eta). W&B's ``max_iter`` + ``s`` (bands at max_iter/eta^k,
   k = 1..s) gives min_iter = max(1, round(max_iter / eta**s)).
@@ -98,8 +99,9 @@ class AshaPruner(BasePruner):
     """ASHA (Optuna's SuccessiveHalvingPruner) whose first rung sits ``rungs`` rungs below the
     longest trial: ``min_resource = max(1, max_resource // eta**rungs)``.
 
-    ``max_resource`` is ``early_terminate.max_iter`` when given, else the last step of the
-    first trial that completes (nothing is pruned before one has). Optuna's own "auto"
+    ``max_resource`` is ``early_terminate.max_iter`` when given, else the last step a trainer
+    declares (:func:`declare_max_step`), else the last step of the first trial that completes
+    (nothing is pruned before one of these is known). Optuna's own "auto"
     (``max_steps // 100``) judges most trainers at step 1; on the multi-fidelity benchmarks
     (benchmarks/quality) that made hpo rank last among the pruning contenders.
     """
@@ -134,6 +136,31 @@ class AshaPruner(BasePruner):
 
     def __repr__(self) -> str:
         return f"AshaPruner(reduction_factor={self.reduction_factor}, rungs={self.rungs})"
+
+
+def declare_max_step(pruner: BasePruner, step: int) -> bool:
+    """Give a pruner that waits for a completed trial to learn its rungs the trainer's last
+    step instead (hpo's AshaPruner without ``max_iter``, Hyperband with ``max_resource="auto"``),
+    as ``early_terminate.max_iter`` would, so it prunes from the first trials on.
+
+    Does nothing once the rungs are known (the first declared or completed step wins, per
+    process) or for other pruners. True when it set them.
+    """
+    step = int(step)
+    if isinstance(pruner, BestSoFarPruner):
+        return declare_max_step(pruner.pruner, step)
+    if isinstance(pruner, AshaPruner):
+        if pruner._inner is None and step >= 1:
+            pruner._inner = pruner._make(step)
+            return True
+        return False
+    # Optuna's private state (pinned in tests/test_strategy.py): brackets are built from
+    # _max_resource at the first prune() once it is an int
+    if (isinstance(pruner, HyperbandPruner) and pruner._max_resource == "auto"
+            and not pruner._pruners and step > pruner._min_resource):
+        pruner._max_resource = step
+        return True
+    return False
 
 
 def _tpe(seed: int | None, n_startup_trials: int = 10) -> Spec:
@@ -244,8 +271,8 @@ def rungs_text(config: SweepConfig) -> str | None:
     if et is None or et.type not in ("asha", "hyperband"):
         return None
     wait = ("nothing is pruned until the first trial completes (its last step sets the "
-            "rungs); set early_terminate.max_iter to the trainer's last step to prune from "
-            "the start")
+            "rungs) or the trainer declares its last step (ctx.set_max_step, as the built-in "
+            "trainers do); set early_terminate.max_iter to prune from the start")
     if et.type == "hyperband":
         eta = max(2, round(et.eta))
         first = hyperband_min_iter(et)

@@ -78,6 +78,7 @@ class TrialContext:
         self.last_step: int | None = None
         self.resume_of: int | None = resume_of
         self.pausing = False  # a pausing ASHA judges this trial (save checkpoints)
+        self.max_step: int | None = None  # set_max_step()
 
     # -- what trainers call -------------------------------------------------------------
     def report(self, metrics: Mapping[str, Any], step: int) -> None:
@@ -101,6 +102,16 @@ class TrialContext:
         """Record extra facts about this trial (parameter counts, tokens/s, artifact paths)."""
         self.attrs.update(attrs)
         self._record_attrs(attrs)
+
+    def set_max_step(self, step: int) -> None:
+        """Say the ``step`` this trial's last report will have (a trainer that knows its
+        length: epochs, ``max_steps``). ASHA without ``early_terminate.max_iter`` then sets its
+        rungs from it instead of waiting for a trial to complete, so it can prune the first
+        trials; Hyperband with ``max_iter`` unset likewise. Call it before the first report."""
+        if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+            raise TrainerError(f"ctx.set_max_step() takes a step >= 1, got {step!r}")
+        self.max_step = step
+        self._declare_max_step(step)
 
     # -- checkpoints (pause and resume, hpo.pause) ------------------------------------------
     @property
@@ -156,6 +167,9 @@ class TrialContext:
         pass
 
     def _record_attrs(self, attrs: dict[str, Any]) -> None:
+        pass
+
+    def _declare_max_step(self, step: int) -> None:
         pass
 
     def last_objective(self) -> float | None:
@@ -218,6 +232,11 @@ class StudyTrialContext(TrialContext):
 
     def should_prune(self) -> bool:
         return self._pruned
+
+    def _declare_max_step(self, step: int) -> None:
+        from hpo.strategy import declare_max_step
+
+        declare_max_step(self._trial.study.pruner, step)
 
     def _record_attrs(self, attrs: dict[str, Any]) -> None:
         retry_storage(lambda: self._tracking.set_trial_attrs(self.sweep, self.number, attrs),

@@ -131,3 +131,47 @@ def test_a_program_resumes_from_hpo_resume_dir(sqlite_url, tmp_path, monkeypatch
     by_number = {t.number: t for t in study.trials}
     for t in resumed:  # it went on from the saved step, not from step 1
         assert min(by_number[t.number].intermediate_values) > 1
+
+
+# -- ctx.set_max_step: ASHA's rungs without waiting for a completed trial ----------------------
+def _fails_first(declare: bool):
+    def train(params, ctx):
+        if declare:
+            ctx.set_max_step(STEPS)
+        loss = None
+        for step in range(1, STEPS + 1):
+            loss = params["x"] + 1.0 / step
+            ctx.report({"loss": loss}, step=step)
+        if params["x"] == XS_FAIL[0]:  # the first trial fails: no trial completes before #1
+            raise RuntimeError("the first trial fails after its last report")
+        return {"loss": loss}
+    return train
+
+
+XS_FAIL = [0.1, 0.9, 0.2]
+
+
+@pytest.mark.parametrize("declare", [True, False])
+def test_set_max_step_lets_asha_prune_before_any_trial_completes(sqlite_url, tmp_path,
+                                                                 monkeypatch, declare):
+    monkeypatch.chdir(tmp_path)
+    cfg = {"name": "maxstep", "method": "grid", "seed": 1, "storage": sqlite_url,
+           "metric": {"name": "loss", "goal": "minimize"},
+           "parameters": {"x": {"values": XS_FAIL}}, "early_terminate": {"type": "asha"}}
+    hpo.run_sweep(cfg, objective=_fails_first(declare))
+    trials = {t.params["x"]: t for t in TrackingStore(sqlite_url).trials("maxstep")}
+    assert trials[0.1].state == "failed"
+    if declare:  # rungs from the declared last step (27 // 3**2 = 3): #1 and #2 are judged at
+        # step 3 against #0's value there, and only the best third goes on
+        assert [(trials[x].state, trials[x].steps) for x in (0.9, 0.2)] == [("pruned", 3)] * 2
+    else:  # no trial completed yet: nothing to set the rungs from, #1 runs to the end
+        assert trials[0.9].state == "complete" and trials[0.9].steps == STEPS
+
+
+def test_set_max_step_refuses_what_is_not_a_step():
+    ctx = hpo.TrialContext({"x": 1})
+    for bad in (0, -3, 2.5, True, "10"):
+        with pytest.raises(hpo.TrainerError, match="set_max_step"):
+            ctx.set_max_step(bad)
+    ctx.set_max_step(12)
+    assert ctx.max_step == 12

@@ -117,6 +117,26 @@ def test_hpo_script_api_reports_each_step(tmp_path):
     assert result == {"loss": -1.0, "acc": 0.3}
 
 
+def test_a_script_declares_its_last_step(tmp_path, monkeypatch):
+    write(tmp_path, "s.py", """
+        import hpo
+        hpo.set_max_step(30)
+        for epoch in range(1, 3):
+            hpo.report({"loss": 1.0 / epoch}, step=epoch)
+        """)
+    result, ctx = run(tmp_path, "s.py", {})
+    assert ctx.max_step == 30 and [s for s, _ in ctx.history] == [1, 2]
+    # outside a sweep it does nothing; a bad step says what it wants
+    monkeypatch.delenv("HPO_METRICS_FILE", raising=False)
+    hpo.set_max_step(5)
+    with pytest.raises(ValueError, match="whole number >= 1"):
+        hpo.set_max_step(0)
+    # a hand-written bad line in the metrics file is ignored, not a crash
+    from hpo.program.wire import parse_event
+    assert parse_event(b'{"max_step": 12}') == ("max_step", {}, 12)
+    assert parse_event(b'{"max_step": 0}') is None and parse_event(b'{"max_step": "x"}') is None
+
+
 def test_hpo_report_dispatches_a_mapping(tmp_path, monkeypatch):
     probe = tmp_path / "probe.jsonl"
     monkeypatch.setenv("HPO_METRICS_FILE", str(probe))

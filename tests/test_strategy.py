@@ -21,6 +21,7 @@ from hpo.strategy import (
     describe,
     hyperband_min_iter,
     make_pruner,
+    declare_max_step,
     make_sampler,
     rungs_text,
 )
@@ -351,3 +352,46 @@ def test_rungs_text_without_rungs():
     assert rungs_text(config("tpe", {"type": "median"})) is None
     assert rungs_text(config("tpe", {"type": "hyperband", "min_iter": 2, "max_iter": 54})) == (
         "brackets from step 2 to 54, eta 3")
+
+
+def _judge(study: optuna.Study, pruner, values: list[float], step: int) -> list[bool]:
+    """Each value reported by a new running trial at ``step``, judged in turn."""
+    out = []
+    for value in values:
+        trial = study.ask()
+        trial.report(value, step)
+        out.append(pruner.prune(study, study._storage.get_trial(trial._trial_id)))
+    return out
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_declare_max_step_sets_ashas_rungs_before_any_trial_completes(strict):
+    cfg = config("tpe", {"type": "asha", "strict": strict})
+    waiting, told = make_pruner(cfg), make_pruner(cfg)
+    assert declare_max_step(told, 27) and not declare_max_step(told, 81)  # the first one wins
+    study = optuna.create_study()
+    # nothing complete: the pruner without a last step cannot judge; the told one judges at
+    # step 27 // 3**2 = 3 and keeps only the best third
+    assert _judge(study, waiting, [0.1, 0.9, 0.8], 3) == [False, False, False]
+    study = optuna.create_study()
+    assert _judge(study, told, [0.1, 0.9, 0.8], 3) == [False, True, True]
+
+
+def test_declare_max_step_builds_hyperbands_brackets():
+    cfg = config("tpe", {"type": "hyperband", "min_iter": 1})
+    pruner = make_pruner(cfg)
+    assert isinstance(pruner, HyperbandPruner) and pruner._max_resource == "auto"
+    assert not declare_max_step(pruner, 1)  # not above min_resource: left to Optuna's "auto"
+    assert declare_max_step(pruner, 27) and pruner._max_resource == 27
+    study = optuna.create_study(pruner=pruner)
+    _judge(study, pruner, [0.5], 1)
+    assert len(pruner._pruners) == 4  # floor(log3(27 / 1)) + 1 brackets, before any completion
+    assert not declare_max_step(pruner, 81) and pruner._max_resource == 27
+
+
+def test_declare_max_step_leaves_other_pruners_alone():
+    for et in (None, {"type": "median"}, {"type": "asha", "max_iter": 9},
+               {"type": "hyperband", "min_iter": 1, "max_iter": 9}):
+        pruner = make_pruner(config("tpe", et))
+        before = repr(vars(pruner))
+        assert not declare_max_step(pruner, 27) and repr(vars(pruner)) == before

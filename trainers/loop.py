@@ -91,6 +91,7 @@ def train_loop(
     """Train ``model`` for the configured steps; return the last evaluation's metrics."""
     steps = total_steps(cfg, len(train))
     stats.total_steps = steps
+    ctx.set_max_step(steps)  # the last report's step: ASHA sets its rungs without waiting
     eval_every = cfg.eval_every or max(1, steps // 5)
     accum = cfg.gradient_accumulation_steps
     optimizer = make_optimizer(model, cfg, device)

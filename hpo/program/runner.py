@@ -231,6 +231,10 @@ class _Metrics:
         self.events = 0
 
     def handle(self, kind: str, values: dict[str, float], step: int | None) -> None:
+        if kind == "max_step":
+            if step is not None:
+                self.ctx.set_max_step(step)
+            return
         if not values:
             return
         if kind == "summary":

@@ -14,8 +14,8 @@ PARAMS_FILE_ENV = "HPO_PARAMS_FILE"
 
 
 def encode_event(event: Mapping[str, Any]) -> bytes:
-    """One JSON line of the metrics file: ``{"metrics": {...}, "step": n}`` or
-    ``{"summary": {...}}``."""
+    """One JSON line of the metrics file: ``{"metrics": {...}, "step": n}``,
+    ``{"summary": {...}}`` or ``{"max_step": n}``."""
     return (json.dumps(event, separators=(",", ":")) + "\n").encode("utf-8")
 
 
@@ -63,7 +63,7 @@ def parse_stdout_line(line: str, prefix: str | None) -> tuple[dict[str, float], 
 
 
 def parse_event(line: bytes) -> tuple[str, dict[str, float], int | None] | None:
-    """One line of the metrics file -> ("metrics" | "summary", values, step)."""
+    """One line of the metrics file -> ("metrics" | "summary" | "max_step", values, step)."""
     try:
         data = json.loads(line)
     except ValueError:
@@ -74,4 +74,7 @@ def parse_event(line: bytes) -> tuple[str, dict[str, float], int | None] | None:
         return "metrics", _numeric(data["metrics"]), _step_of(data.get("step"))
     if isinstance(data.get("summary"), Mapping):
         return "summary", _numeric(data["summary"]), None
+    if "max_step" in data:  # hpo.set_max_step(): the step of the trial's last report
+        step = _step_of(data["max_step"])
+        return ("max_step", {}, step) if step is not None and step >= 1 else None
     return None
