@@ -266,6 +266,47 @@ def _marker(run: Any) -> tuple[int, set[str]]:
 # ------------------------------------------------------------------------------- the sync
 
 
+def sqlite_lock_path(tracking_uri: str) -> Path | None:
+    """``<database>.hpo-lock`` for a ``sqlite:///`` tracking URI (None for anything else)."""
+    if not tracking_uri.startswith("sqlite:"):
+        return None
+    from sqlalchemy.engine import make_url
+
+    database = make_url(tracking_uri).database
+    if not database or database == ":memory:":
+        return None
+    return Path(database + ".hpo-lock")
+
+
+def open_client(tracking_uri: str) -> Any:
+    """An MlflowClient for ``tracking_uri``.
+
+    MLflow creates and migrates its tables when a process first opens a database backend.
+    On SQLite those migrations are not atomic: two processes doing it at once (agents of a
+    sweep starting together) leave the database half-migrated, unusable for every later
+    client. So on a ``sqlite:///`` URI the client is opened under an exclusive lock on
+    ``<database>.hpo-lock``, and the processes migrate one after the other. (A tracking
+    server migrates once for all; PostgreSQL runs the DDL in transactions.)
+    """
+    from mlflow.tracking import MlflowClient
+
+    lock = sqlite_lock_path(tracking_uri)
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        lock = None
+    if lock is None:
+        return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        # the constructor opens the tracking store, which creates or migrates the tables
+        return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    finally:
+        os.close(fd)  # closing the only descriptor releases the lock
+
+
 class _Syncer:
     """One MLflow client and experiment for one sweep; :meth:`sync` makes MLflow match the
     tracking database. Reused by the mirror (the experiment id is looked up once)."""
@@ -273,13 +314,11 @@ class _Syncer:
     def __init__(self, store: Any, sweep: str, tracking_uri: str, experiment: str | None,
                  register: str | None, artifact_root: str | os.PathLike[str] | None) -> None:
         require_mlflow()
-        from mlflow.tracking import MlflowClient
-
         self.store, self.sweep, self.uri = store, sweep, tracking_uri
         self.experiment = experiment or sweep
         self.register = register
         self.artifact_root = Path(artifact_root) if artifact_root else Path("artifacts")
-        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        self.client = open_client(tracking_uri)
         self.experiment_id: str | None = None
 
     # -- lookups ---------------------------------------------------------------------------

@@ -262,6 +262,43 @@ def test_agents_mirror_live_taking_turns(tmp_path, sqlite_url):
     assert all("MLflow" in text for text in logs), logs  # each agent says what it sent
 
 
+def test_mlflow_tables_are_made_under_a_lock_on_sqlite(tmp_path, monkeypatch):
+    """Two agents opening a new sqlite:/// MLflow database at once ran MLflow's migrations
+    together and left it half-migrated ("table _alembic_tmp_latest_metrics already exists"
+    for every later client): the tables are now made while holding <db>.hpo-lock."""
+    import fcntl
+
+    import mlflow.store.db.utils as db_utils
+
+    db = tmp_path / "sub" / "new-mlflow.db"
+    uri = f"sqlite:///{db}"
+    lock = mlflow_sync.sqlite_lock_path(uri)
+    assert lock == Path(f"{db}.hpo-lock")
+    held = []
+    real = db_utils._initialize_tables
+
+    def initialize(engine):  # MLflow making its tables: is the lock held by someone?
+        fd = os.open(lock, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held.append(False)
+        except BlockingIOError:
+            held.append(True)
+        finally:
+            os.close(fd)
+        return real(engine)
+
+    monkeypatch.setattr(db_utils, "_initialize_tables", initialize)
+    client = mlflow_sync.open_client(uri)
+    assert held == [True]
+    client.create_experiment("after")  # the database works, and the lock was released:
+    fd = os.open(lock, os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.close(fd)
+    assert mlflow_sync.sqlite_lock_path("http://mlflow:5000") is None
+    assert mlflow_sync.sqlite_lock_path("sqlite:///:memory:") is None
+
+
 def test_take_turn_lets_one_process_per_interval(storage_url, monkeypatch):
     from datetime import UTC, datetime, timedelta
 
