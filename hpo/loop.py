@@ -82,6 +82,7 @@ class TrialLoop:
         self.study, self.store, self.sweep = study, store, sweep
         self.config, self.space, self.placement = config, space, placement
         self.lease_s = lease_s
+        self.retry_s = retry_s  # how long the loop itself rides out an outage
         self.max_trials = max_trials
         self.on_progress = on_progress
         self.owner = Owner.here(LOOP_KIND)

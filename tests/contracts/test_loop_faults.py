@@ -241,3 +241,54 @@ def test_segfault_and_sys_exit_fail_only_their_trial_with_parallel_1(tmp_path, s
     assert [rows[n].state for n in (2, 3)] == ["complete", "complete"]
     assert "trial 1 of faulty failed: SystemExit: 3" in err  # shown live, one line
     check_agreement(sqlite_url, "faulty")
+
+
+def _flaky_turns(monkeypatch, failures: int | None):
+    """TrialLoop._turn raises StorageUnavailable ``failures`` times (None: always) first, as when
+    the database goes away between the loop's own calls; the loop's 1-s wait is skipped."""
+    from hpo import loop as loop_module
+    from hpo.errors import StorageUnavailable
+
+    real = loop_module.TrialLoop._turn
+    calls = {"n": 0}
+
+    def turn(self, *args, **kwargs):
+        calls["n"] += 1
+        if failures is None or calls["n"] <= failures:
+            raise StorageUnavailable("database down (injected)")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(loop_module.TrialLoop, "_turn", turn)
+    monkeypatch.setattr(loop_module.time, "sleep", lambda s: None)
+    return calls
+
+
+def _objective(params, ctx):
+    return {"loss": params["x"]}
+
+
+def _small_sweep(url: str, name: str) -> dict:
+    return {"name": name, "method": "random", "seed": 1, "storage": url,
+            "metric": {"name": "loss"},
+            "parameters": {"x": {"min": 0.0, "max": 1.0}}, "budget": {"trials": 3}}
+
+
+def test_the_loop_rides_out_an_outage_between_its_calls(sqlite_url, monkeypatch):
+    """An outage that reached the loop itself crashed it with AttributeError (retry_s was
+    never stored): the loop waits and carries on, and the budget is exact."""
+    calls = _flaky_turns(monkeypatch, failures=3)
+    result = hpo.run_sweep(_small_sweep(sqlite_url, "outage"),
+                           objective=_objective)
+    assert calls["n"] > 3 and result.counts["complete"] == 3
+
+
+def test_an_outage_longer_than_retry_s_is_reported(sqlite_url, monkeypatch):
+    from hpo import loop as loop_module
+    from hpo.errors import StorageUnavailable
+
+    _flaky_turns(monkeypatch, failures=None)
+    clock = iter(range(0, 10**6, 50))  # 50 s a reading: past retry_s (120 s) in a few turns
+    monkeypatch.setattr(loop_module.time, "monotonic", lambda: float(next(clock)))
+    with pytest.raises(StorageUnavailable, match="injected"):
+        hpo.run_sweep(_small_sweep(sqlite_url, "outage2"),
+                      objective=_objective)
