@@ -54,7 +54,7 @@ def _top(value: float, values: list[float], eta: int, maximize: bool) -> bool:
 
 def next_resume(study: optuna.Study) -> tuple[FrozenTrial, dict[int, float]] | None:
     """The paused trial to resume now and its rung values, or None."""
-    sha = ladder(study.pruner)
+    sha = ladder(study.pruner, study)
     if sha is None:
         return None
     trials = study.get_trials(deepcopy=False)

@@ -95,13 +95,15 @@ def _interval_due(pruner: PercentilePruner | MedianPruner, step: int,
     return previous < nearest
 
 
-def ladder(pruner: optuna.pruners.BasePruner) -> SuccessiveHalvingPruner | None:
+def ladder(pruner: optuna.pruners.BasePruner,
+           study: optuna.Study | None = None) -> SuccessiveHalvingPruner | None:
     """The successive-halving ladder behind ``pruner`` (asha, lenient or not), once its rungs
-    are known; None for other pruners or before then."""
+    are known (with ``study``: hpo's AshaPruner learns them from it first); None for other
+    pruners or before then."""
     if isinstance(pruner, BestSoFarPruner):
-        return ladder(pruner.pruner)
+        return ladder(pruner.pruner, study)
     if isinstance(pruner, AshaPruner):
-        pruner = pruner._inner
+        pruner = pruner._inner if study is None else pruner.learn(study)
     if isinstance(pruner, SuccessiveHalvingPruner) and pruner._min_resource is not None:
         return pruner
     return None

@@ -125,14 +125,19 @@ class AshaPruner(BasePruner):
             min_early_stopping_rate=self.min_early_stopping_rate,
         )
 
-    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+    def learn(self, study: optuna.Study) -> SuccessiveHalvingPruner | None:
+        """The ladder, set from the study's completed trials if not known yet (None: no trial
+        completed). Any process can ask, not only one that judges trials (hpo.pause claims)."""
         if self._inner is None:
             done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             steps = [t.last_step for t in done if t.last_step is not None]
-            if not steps:
-                return False
-            self._inner = self._make(max(steps))
-        return self._inner.prune(study, trial)
+            if steps:
+                self._inner = self._make(max(steps))
+        return self._inner
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        inner = self.learn(study)
+        return False if inner is None else inner.prune(study, trial)
 
     def __repr__(self) -> str:
         return f"AshaPruner(reduction_factor={self.reduction_factor}, rungs={self.rungs})"

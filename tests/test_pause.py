@@ -175,3 +175,19 @@ def test_set_max_step_refuses_what_is_not_a_step():
             ctx.set_max_step(bad)
     ctx.set_max_step(12)
     assert ctx.max_step == 12
+
+
+@pytest.mark.parametrize("parallel", [1, 2])
+def test_pause_without_max_iter_resumes_in_every_placement(sqlite_url, tmp_path, monkeypatch,
+                                                           parallel):
+    """Without max_iter ASHA learns its rungs from the first completed trial. With worker
+    processes (parallel 2) only the workers judged trials, so the claiming process never
+    learnt the rungs and never resumed a paused trial: it learns them from the study now."""
+    monkeypatch.chdir(tmp_path)
+    cfg = _config(sqlite_url, parallel=parallel)
+    del cfg["early_terminate"]["min_iter"]
+    cfg["parallel"] = cfg["early_terminate"].pop("parallel")
+    hpo.run_sweep(cfg, objective=_trainer)
+    trials = TrackingStore(sqlite_url).trials("pause")
+    assert any(t.state == "paused" for t in trials)
+    assert any("resume_of" in t.attrs for t in trials)
