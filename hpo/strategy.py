@@ -95,6 +95,9 @@ class BestSoFarPruner(BasePruner):
         return f"BestSoFarPruner({type(self.pruner).__name__})"
 
 
+MAX_STEP_ATTR = "hpo_max_step"  # a trial's user attr: the last step its trainer declared
+
+
 class AshaPruner(BasePruner):
     """ASHA (Optuna's SuccessiveHalvingPruner) whose first rung sits ``rungs`` rungs below the
     longest trial: ``min_resource = max(1, max_resource // eta**rungs)``.
@@ -126,11 +129,19 @@ class AshaPruner(BasePruner):
         )
 
     def learn(self, study: optuna.Study) -> SuccessiveHalvingPruner | None:
-        """The ladder, set from the study's completed trials if not known yet (None: no trial
-        completed). Any process can ask, not only one that judges trials (hpo.pause claims)."""
+        """The ladder, set from the study if not known yet: the last step a trial declared
+        (``MAX_STEP_ATTR``, written by ``ctx.set_max_step`` in whichever process ran it), else
+        the last step of its completed trials (None: neither yet). Any process can ask, not
+        only one that judges trials (hpo.pause claims)."""
         if self._inner is None:
-            done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            steps = [t.last_step for t in done if t.last_step is not None]
+            declared, done = [], []
+            for t in study.get_trials(deepcopy=False):
+                step = t.user_attrs.get(MAX_STEP_ATTR)
+                if isinstance(step, int) and step >= 1:
+                    declared.append(step)
+                elif t.state == TrialState.COMPLETE and t.last_step is not None:
+                    done.append(t.last_step)
+            steps = declared or done
             if steps:
                 self._inner = self._make(max(steps))
         return self._inner

@@ -234,9 +234,16 @@ class StudyTrialContext(TrialContext):
         return self._pruned
 
     def _declare_max_step(self, step: int) -> None:
-        from hpo.strategy import declare_max_step
+        from hpo import study as studies
+        from hpo.strategy import MAX_STEP_ATTR, declare_max_step
 
-        declare_max_step(self._trial.study.pruner, step)
+        study = self._trial.study
+        declare_max_step(study.pruner, step)
+        # stored on the trial, so that a process that does not run it (the one that claims
+        # trials and promotes paused ones) learns ASHA's rungs too (AshaPruner.learn)
+        retry_storage(lambda: studies.set_trial_attr(study, studies.ask_id(self._trial),
+                                                     MAX_STEP_ATTR, step),
+                      f"record the last step of trial {self.number}")
 
     def _record_attrs(self, attrs: dict[str, Any]) -> None:
         retry_storage(lambda: self._tracking.set_trial_attrs(self.sweep, self.number, attrs),

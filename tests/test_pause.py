@@ -191,3 +191,45 @@ def test_pause_without_max_iter_resumes_in_every_placement(sqlite_url, tmp_path,
     trials = TrackingStore(sqlite_url).trials("pause")
     assert any(t.state == "paused" for t in trials)
     assert any("resume_of" in t.attrs for t in trials)
+
+
+def _declares_and_never_completes(params, ctx):
+    """Declares its last step, then fails before reaching it: no trial ever completes, so
+    the rungs can only come from the declaration."""
+    ctx.set_max_step(STEPS)
+    state = ctx.load_checkpoint() or {"step": 0}
+    for step in range(state["step"] + 1, STEPS):
+        ctx.save_checkpoint({"step": step}, step=step)
+        ctx.report({"loss": params["x"] + 1.0 / step}, step=step)
+    raise RuntimeError("fails before its last step")
+
+
+@pytest.mark.parametrize("parallel", [1, 2])
+def test_a_declared_last_step_reaches_the_process_that_resumes(sqlite_url, tmp_path,
+                                                               monkeypatch, parallel):
+    """ctx.set_max_step used to set the rungs only in the pruner of the trial's own context:
+    the claiming process, which promotes paused trials, waited for a completed trial and,
+    with none, never resumed one. The declared step is stored on the trial now."""
+    monkeypatch.chdir(tmp_path)
+    cfg = _config(sqlite_url, parallel=parallel)
+    del cfg["early_terminate"]["min_iter"]
+    cfg["parallel"] = cfg["early_terminate"].pop("parallel")
+    hpo.run_sweep(cfg, objective=_declares_and_never_completes)
+    trials = TrackingStore(sqlite_url).trials("pause")
+    assert not any(t.state == "complete" for t in trials)
+    assert any(t.state == "paused" for t in trials)
+    assert any("resume_of" in t.attrs for t in trials)
+    study = optuna.load_study(study_name="pause",
+                              storage=hpo.study.open_storage(sqlite_url, "pause"))
+    assert {t.user_attrs.get("hpo_max_step") for t in study.trials} == {STEPS}
+
+
+def test_asha_learns_the_declared_last_step_from_the_study():
+    from hpo.strategy import MAX_STEP_ATTR, AshaPruner
+
+    study = optuna.create_study()
+    trial = study.ask()
+    assert AshaPruner().learn(study) is None  # nothing declared, nothing completed
+    trial.set_user_attr(MAX_STEP_ATTR, 81)
+    inner = AshaPruner(reduction_factor=3, rungs=2).learn(study)
+    assert inner is not None and inner._min_resource == 9  # 81 // 3**2
