@@ -289,20 +289,21 @@ def rungs_text(config: SweepConfig) -> str | None:
     wait = ("nothing is pruned until the first trial completes (its last step sets the "
             "rungs) or the trainer declares its last step (ctx.set_max_step, as the built-in "
             "trainers do); set early_terminate.max_iter to prune from the start")
-    if et.type == "hyperband":
-        eta = max(2, round(et.eta))
-        first = hyperband_min_iter(et)
-        if et.max_iter is None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pruner = _build(_pruner_spec(config)[0])  # read the rungs off the pruner a sweep runs
+    # Optuna's private state (pinned in tests/test_strategy.py)
+    if isinstance(pruner, HyperbandPruner):
+        first, eta, last = pruner._min_resource, pruner._reduction_factor, pruner._max_resource
+        if last == "auto":
             return f"brackets from step {first}, eta {eta}; {wait}"
-        return f"brackets from step {first} to {et.max_iter}, eta {eta}"
-    eta = max(2, round(et.reduction_factor or et.eta))
-    first_given = et.min_resource or et.min_iter
-    if first_given:
-        first = first_given * eta**et.min_early_stopping_rate
-        return f"steps {_ladder(first, eta, et.max_iter)}"
-    if et.max_iter is None:
+        return f"brackets from step {first} to {last}, eta {eta}"
+    if isinstance(pruner, AshaPruner):
+        pruner = pruner._inner
+    if pruner is None:
         return wait
-    first = max(1, et.max_iter // eta**2) * eta**et.min_early_stopping_rate
+    eta = pruner._reduction_factor
+    first = pruner._min_resource * eta**pruner._min_early_stopping_rate
     return f"steps {_ladder(first, eta, et.max_iter)}"
 
 
