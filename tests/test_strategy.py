@@ -18,10 +18,10 @@ from hpo.space import SearchSpace
 from hpo.strategy import (
     AshaPruner,
     BestSoFarPruner,
+    declare_max_step,
     describe,
     hyperband_min_iter,
     make_pruner,
-    declare_max_step,
     make_sampler,
     rungs_text,
 )
@@ -329,7 +329,8 @@ def test_bounded_tpe_asks_fast_on_a_big_study() -> None:
 
 @pytest.mark.parametrize("et, first, text", [
     ({"type": "asha", "max_iter": 52}, 5, "steps 5, 15, 45 (last step 52)"),
-    ({"type": "asha", "max_iter": 20, "min_early_stopping_rate": 1}, 6, "steps 6, 18 (last step 20)"),
+    ({"type": "asha", "max_iter": 20, "min_early_stopping_rate": 1}, 6,
+     "steps 6, 18 (last step 20)"),
     ({"type": "asha", "min_resource": 2}, 2, "steps 2, 6, 18, 54, ..."),
     ({"type": "asha", "min_iter": 1, "eta": 2, "max_iter": 8}, 1, "steps 1, 2, 4 (last step 8)"),
 ])
