@@ -233,3 +233,17 @@ def test_asha_learns_the_declared_last_step_from_the_study():
     trial.set_user_attr(MAX_STEP_ATTR, 81)
     inner = AshaPruner(reduction_factor=3, rungs=2).learn(study)
     assert inner is not None and inner._min_resource == 9  # 81 // 3**2
+
+
+def test_paused_trials_show_in_the_report(sqlite_url, tmp_path, monkeypatch):
+    import re
+
+    from hpo.reporting import render_html
+
+    monkeypatch.chdir(tmp_path)
+    hpo.run_sweep(_config(sqlite_url), objective=_trainer)
+    paused = sum(t.state == "paused" for t in TrackingStore(sqlite_url).trials("pause"))
+    assert paused
+    html = render_html("pause", sqlite_url)
+    assert re.search(rf'class="badge"[^>]*>paused {paused}</span>', html), \
+        re.findall(r'class="badge[^"]*"[^>]*>[^<]*</span>', html)
