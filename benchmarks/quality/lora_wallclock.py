@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import math
 import multiprocessing as mp
 import os
@@ -132,12 +131,7 @@ class LoraTrial:
                    "fidelity": ctx.last_step or 0,
                    "sleep_s": max(0.0, end - start - inside[0]),
                    "observed": value, "true": value, "params": params}
-            line = (json.dumps(row, default=float) + "\n").encode()
-            fd = os.open(self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                os.write(fd, line)
-            finally:
-                os.close(fd)
+            W.append_row(self.log, row)
 
     def __call__(self, params: dict[str, Any], ctx: Any) -> dict[str, float]:
         """hpo's objective signature: ``f(params, ctx)``."""
@@ -262,19 +256,7 @@ def run_one(contender: str, seed: int, args: argparse.Namespace,
             out = run_hpo(contender, seed, args.seconds, args.slots, workdir, trial)
         run["wall_s"] = round(time.monotonic() - out["t0"], 3)
         run["note"] = out.get("note", "")
-        recs = []
-        if os.path.exists(trial.log):
-            with open(trial.log) as fh:
-                recs = [json.loads(line) for line in fh if line.strip()]
-        recs.sort(key=lambda r: r["finish_s"])
-        for i, r in enumerate(recs):
-            rows.append({"contender": contender, "problem": PROBLEM, "family": info.family,
-                         "seed": seed, "budget_s": args.seconds, "index": i,
-                         "status": r["status"], "start_s": W._cell(r["start_s"]),
-                         "finish_s": W._cell(r["finish_s"]), "fidelity": r["fidelity"],
-                         "max_fidelity": info.max_fidelity, "sleep_s": W._cell(r["sleep_s"]),
-                         "observed": W._cell(r["observed"]), "true": W._cell(r["true"]),
-                         "params": json.dumps(r["params"], sort_keys=True, default=float)})
+        rows = W.trial_rows(trial.log, contender, info, seed, args.seconds)
         run["trials"] = len(rows)
     except Exception:
         run["error"] = traceback.format_exc(limit=6).strip().splitlines()[-1][:300]

@@ -308,6 +308,35 @@ class ProblemClient:
 
 
 # -- the trainer (the same for every contender) ---------------------------------------------
+def append_row(path: str, row: dict[str, Any]) -> None:
+    """Append ``row`` to the JSON-lines file ``path`` in one write (O_APPEND: safe when
+    several processes append)."""
+    line = (json.dumps(row, default=float) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+def trial_rows(path: str, contender: str, info: ProblemInfo, seed: int,
+               budget_s: float) -> list[dict[str, Any]]:
+    """The rows of ``trials.csv`` (TRIAL_FIELDS) from a run's JSON-lines file, by finish."""
+    recs = []
+    if os.path.exists(path):
+        with open(path) as fh:
+            recs = [json.loads(line) for line in fh if line.strip()]
+    recs.sort(key=lambda r: r["finish_s"])
+    return [{"contender": contender, "problem": info.name, "family": info.family,
+             "seed": seed, "budget_s": budget_s, "index": i, "status": r["status"],
+             "start_s": _cell(r["start_s"]), "finish_s": _cell(r["finish_s"]),
+             "fidelity": r["fidelity"], "max_fidelity": info.max_fidelity,
+             "sleep_s": _cell(r["sleep_s"]), "observed": _cell(r["observed"]),
+             "true": _cell(r["true"]),
+             "params": json.dumps(r["params"], sort_keys=True, default=float)}
+            for i, r in enumerate(recs)]
+
+
 class Pruned(Exception):
     """Raised by a contender's report function when its pruner stops the trial."""
 
@@ -357,12 +386,7 @@ class Trainer:
                        "sleep_s": state["sleep"],
                        "observed": curve[fidelity - 1] if fidelity else None,
                        "true": true, "params": params}
-                line = (json.dumps(row, default=float) + "\n").encode()
-                fd = os.open(self.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-                try:
-                    os.write(fd, line)
-                finally:
-                    os.close(fd)
+                append_row(self.log, row)
 
     def __call__(self, params: dict[str, Any], ctx: Any) -> dict[str, float]:
         """hpo's objective signature: ``f(params, ctx)``; ``ctx.report`` raises TrialPruned.
@@ -626,20 +650,8 @@ def run_one(contender: str, info: ProblemInfo, seed: int, args: argparse.Namespa
         out = CONTENDERS[contender].run(spec)
         run["wall_s"] = round(time.monotonic() - out["t0"], 3)
         run["note"] = out.get("note", "")
-        path = os.path.join(workdir, "trials.jsonl")
-        recs = []
-        if os.path.exists(path):
-            with open(path) as fh:
-                recs = [json.loads(line) for line in fh if line.strip()]
-        recs.sort(key=lambda r: r["finish_s"])
-        for i, r in enumerate(recs):
-            rows.append({"contender": contender, "problem": info.name, "family": info.family,
-                         "seed": seed, "budget_s": args.seconds, "index": i,
-                         "status": r["status"], "start_s": _cell(r["start_s"]),
-                         "finish_s": _cell(r["finish_s"]), "fidelity": r["fidelity"],
-                         "max_fidelity": info.max_fidelity, "sleep_s": _cell(r["sleep_s"]),
-                         "observed": _cell(r["observed"]), "true": _cell(r["true"]),
-                         "params": json.dumps(r["params"], sort_keys=True, default=float)})
+        rows = trial_rows(os.path.join(workdir, "trials.jsonl"), contender, info, seed,
+                          args.seconds)
         run["trials"] = len(rows)
     except Exception:
         run["error"] = traceback.format_exc(limit=6).strip().splitlines()[-1][:300]
