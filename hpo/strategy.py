@@ -117,6 +117,7 @@ class AshaPruner(BasePruner):
         self.rungs = rungs
         self.min_early_stopping_rate = min_early_stopping_rate
         self._inner: SuccessiveHalvingPruner | None = None
+        self.learns_max = max_resource is None  # from declared steps or completed trials
         if max_resource is not None:
             self._inner = self._make(max_resource)
 
@@ -152,6 +153,14 @@ class AshaPruner(BasePruner):
 
     def __repr__(self) -> str:
         return f"AshaPruner(reduction_factor={self.reduction_factor}, rungs={self.rungs})"
+
+
+def reads_declared_step(pruner: BasePruner) -> bool:
+    """True when ``pruner`` learns its rungs from a declared step stored on the study's trials
+    (``MAX_STEP_ATTR``: hpo's AshaPruner without ``max_iter``, wrapped or not)."""
+    if isinstance(pruner, BestSoFarPruner):
+        pruner = pruner.pruner
+    return isinstance(pruner, AshaPruner) and pruner.learns_max
 
 
 def declare_max_step(pruner: BasePruner, step: int) -> bool:

@@ -235,10 +235,12 @@ class StudyTrialContext(TrialContext):
 
     def _declare_max_step(self, step: int) -> None:
         from hpo import study as studies
-        from hpo.strategy import MAX_STEP_ATTR, declare_max_step
+        from hpo.strategy import MAX_STEP_ATTR, declare_max_step, reads_declared_step
 
         study = self._trial.study
         declare_max_step(study.pruner, step)
+        if not reads_declared_step(study.pruner):
+            return  # no other process needs it: no write
         # stored on the trial, so that a process that does not run it (the one that claims
         # trials and promotes paused ones) learns ASHA's rungs too (AshaPruner.learn)
         retry_storage(lambda: studies.set_trial_attr(study, studies.ask_id(self._trial),

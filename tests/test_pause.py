@@ -177,6 +177,14 @@ def test_set_max_step_refuses_what_is_not_a_step():
     assert ctx.max_step == 12
 
 
+def _config_without_min_iter(storage: str, parallel: int) -> dict:
+    """Pause under hpo's AshaPruner: rungs from max_iter, a declared or a completed step."""
+    cfg = _config(storage)
+    del cfg["early_terminate"]["min_iter"]
+    cfg["parallel"] = parallel
+    return cfg
+
+
 @pytest.mark.parametrize("parallel", [1, 2])
 def test_pause_without_max_iter_resumes_in_every_placement(sqlite_url, tmp_path, monkeypatch,
                                                            parallel):
@@ -184,9 +192,7 @@ def test_pause_without_max_iter_resumes_in_every_placement(sqlite_url, tmp_path,
     processes (parallel 2) only the workers judged trials, so the claiming process never
     learnt the rungs and never resumed a paused trial: it learns them from the study now."""
     monkeypatch.chdir(tmp_path)
-    cfg = _config(sqlite_url, parallel=parallel)
-    del cfg["early_terminate"]["min_iter"]
-    cfg["parallel"] = cfg["early_terminate"].pop("parallel")
+    cfg = _config_without_min_iter(sqlite_url, parallel)
     hpo.run_sweep(cfg, objective=_trainer)
     trials = TrackingStore(sqlite_url).trials("pause")
     assert any(t.state == "paused" for t in trials)
@@ -211,9 +217,7 @@ def test_a_declared_last_step_reaches_the_process_that_resumes(sqlite_url, tmp_p
     the claiming process, which promotes paused trials, waited for a completed trial and,
     with none, never resumed one. The declared step is stored on the trial now."""
     monkeypatch.chdir(tmp_path)
-    cfg = _config(sqlite_url, parallel=parallel)
-    del cfg["early_terminate"]["min_iter"]
-    cfg["parallel"] = cfg["early_terminate"].pop("parallel")
+    cfg = _config_without_min_iter(sqlite_url, parallel)
     hpo.run_sweep(cfg, objective=_declares_and_never_completes)
     trials = TrackingStore(sqlite_url).trials("pause")
     assert not any(t.state == "complete" for t in trials)
@@ -247,3 +251,12 @@ def test_paused_trials_show_in_the_report(sqlite_url, tmp_path, monkeypatch):
     html = render_html("pause", sqlite_url)
     assert re.search(rf'class="badge"[^>]*>paused {paused}</span>', html), \
         re.findall(r'class="badge[^"]*"[^>]*>[^<]*</span>', html)
+
+
+def test_the_declared_last_step_is_stored_only_where_a_pruner_reads_it():
+    from hpo.strategy import AshaPruner, BestSoFarPruner, reads_declared_step
+
+    assert reads_declared_step(AshaPruner()) and reads_declared_step(BestSoFarPruner(AshaPruner()))
+    assert not reads_declared_step(AshaPruner(max_resource=27))  # max_iter: known everywhere
+    assert not reads_declared_step(optuna.pruners.MedianPruner())
+    assert not reads_declared_step(optuna.pruners.HyperbandPruner())

@@ -49,11 +49,12 @@ import tempfile
 import time
 import traceback
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from benchmarks.quality import wallclock as W
+from hpo.trial import TrialContext
 
 HERE = Path(__file__).resolve().parent
 PROBLEM = "minilm_lora"
@@ -95,7 +96,6 @@ class LoraTrial:
     trainer_args: dict[str, Any]
     log: str
     t0: float = 0.0  # time.monotonic() at the start of the run (system-wide on Linux)
-    reporting: list[float] = field(default_factory=list)  # seconds inside ctx.report
 
     def run(self, params: dict[str, Any], ctx: Any) -> dict[str, float]:
         from hpo_trainers.lora import train
@@ -141,45 +141,32 @@ class LoraTrial:
 # -- hpo ---------------------------------------------------------------------------------------
 def run_hpo(contender: str, seed: int, seconds: float, slots: int, workdir: str,
             trial: LoraTrial) -> dict[str, Any]:
-    import hpo
-
     cfg: dict[str, Any] = {
         "name": "lora-wallclock", "method": "tpe",
         "metric": {"name": OBJECTIVE, "goal": "minimize"}, "parameters": PARAMETERS,
         "seed": seed, "parallel": slots, "budget": {"minutes": seconds / 60},
         "storage": f"sqlite:///{workdir}/hpo.db", **HPO_VARIANTS[contender],
     }
-    cwd = os.getcwd()
-    os.chdir(workdir)  # artifacts/ (checkpoints of paused trials) go to the scratch folder
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            trial.t0 = time.monotonic()
-            result = hpo.run_sweep(cfg, objective=trial)
-    finally:
-        os.chdir(cwd)
-    if result.interrupted:
-        raise KeyboardInterrupt(f"hpo.run_sweep was interrupted ({contender})")
+    result = W.sweep_in(workdir, cfg, trial, contender)
     return {"t0": trial.t0, "note": f"counts {dict(result.counts)}"}
 
 
 # -- Optuna: processes sharing a JournalStorage ---------------------------------------------
-def _optuna_ctx(trial: Any, params: dict[str, Any], artifact_dir: str) -> Any:
-    from hpo.trial import TrialContext
+class OptunaContext(TrialContext):
+    """hpo's trial-context API over an Optuna trial, for the Optuna contender: ``report`` ->
+    ``trial.report``; prune when ``trial.should_prune()`` (TrialContext.report raises hpo's
+    TrialPruned, a subclass of optuna.TrialPruned)."""
 
-    class OptunaContext(TrialContext):
-        """hpo's trial context API over an Optuna trial: report -> trial.report; prune when
-        trial.should_prune() (TrialContext.report raises hpo's TrialPruned, a subclass of
-        optuna.TrialPruned)."""
-
-        def _report_objective(self, value: float, step: int) -> None:
-            trial.report(value, step)
-
-        def should_prune(self) -> bool:
-            return trial.should_prune()
-
-    return OptunaContext(params, objective=OBJECTIVE, goal="minimize", number=trial.number,
+    def __init__(self, trial: Any, params: dict[str, Any], artifact_dir: str) -> None:
+        super().__init__(params, objective=OBJECTIVE, goal="minimize", number=trial.number,
                          sweep="lora-optuna", artifact_dir=artifact_dir)
+        self._trial = trial
+
+    def _report_objective(self, value: float, step: int) -> None:
+        self._trial.report(value, step)
+
+    def should_prune(self) -> bool:
+        return self._trial.should_prune()
 
 
 def _optuna_worker(journal: str, seed: int, deadline: float, workdir: str,
@@ -200,12 +187,16 @@ def _optuna_worker(journal: str, seed: int, deadline: float, workdir: str,
 
     def objective(trial: optuna.Trial) -> float:
         params = space.suggest(trial)
-        ctx = _optuna_ctx(trial, params, os.path.join(workdir, "artifacts"))
+        ctx = OptunaContext(trial, params, os.path.join(workdir, "artifacts"))
         return float(trial_fn.run(params, ctx)[OBJECTIVE])
 
+    remaining = deadline - time.monotonic()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        study.optimize(objective, timeout=max(0.0, deadline - time.monotonic()))
+        if remaining > 0:
+            study.optimize(objective, timeout=remaining)
+        else:  # start-up outlasted the budget: still one trial, so a slow start (a busy
+            study.optimize(objective, n_trials=1)  # machine) never leaves a process idle
 
 
 def run_optuna(seed: int, seconds: float, slots: int, workdir: str,

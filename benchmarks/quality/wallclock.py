@@ -447,23 +447,30 @@ def hpo_config(spec: RunSpec, storage: str) -> dict[str, Any]:
     return cfg
 
 
-def run_hpo(spec: RunSpec) -> dict[str, Any]:
-    """The user path: ``hpo.run_sweep(cfg, objective=...)`` with ``parallel: SLOTS``."""
+def sweep_in(workdir: str, cfg: dict[str, Any], objective: Any, contender: str) -> Any:
+    """``hpo.run_sweep(cfg, objective=objective)`` run from ``workdir`` (artifacts/ and the
+    like go to the scratch folder); ``objective.t0`` is set just before it starts."""
     import hpo
 
-    cfg = hpo_config(spec, f"sqlite:///{spec.workdir}/wallclock.db")
-    trainer = spec.trainer()
     cwd = os.getcwd()
-    os.chdir(spec.workdir)  # artifacts/ and the like go to the scratch folder
+    os.chdir(workdir)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            trainer.t0 = time.monotonic()
-            result = hpo.run_sweep(cfg, objective=trainer)
+            objective.t0 = time.monotonic()
+            result = hpo.run_sweep(cfg, objective=objective)
     finally:
         os.chdir(cwd)
     if result.interrupted:  # run_sweep catches Ctrl-C/SIGTERM itself: pass it on, unrecorded
-        raise KeyboardInterrupt(f"hpo.run_sweep was interrupted ({spec.contender})")
+        raise KeyboardInterrupt(f"hpo.run_sweep was interrupted ({contender})")
+    return result
+
+
+def run_hpo(spec: RunSpec) -> dict[str, Any]:
+    """The user path: ``hpo.run_sweep(cfg, objective=...)`` with ``parallel: SLOTS``."""
+    cfg = hpo_config(spec, f"sqlite:///{spec.workdir}/wallclock.db")
+    trainer = spec.trainer()
+    result = sweep_in(spec.workdir, cfg, trainer, spec.contender)
     return {"t0": trainer.t0, "note": f"stopped: {result.extra.get('stopped_because', '')}; "
                                       f"counts {dict(result.counts)}"}
 
