@@ -163,7 +163,10 @@ def test_agents_survive_a_postgres_restart(postgres_url):
         time.sleep(0.1)
     subprocess.run(cmd, check=True, capture_output=True, timeout=60)
     errs = wait_all(procs, timeout=300)
-    assert all(p.returncode == 0 for p in procs), errs
+    # the whole stderr of a failed agent (pytest shortens a list in the message)
+    assert all(p.returncode == 0 for p in procs), "\n---\n".join(
+        f"agent {i} exited {p.returncode}:\n{err[-4000:]}"
+        for i, (p, err) in enumerate(zip(procs, errs, strict=True)) if p.returncode != 0)
     trials = store.trials("restart")
     finished = [t for t in trials if t.state in ("complete", "pruned", "failed")]
     numbers = [t.number for t in trials]
